@@ -1,0 +1,37 @@
+# make install | make test | make demo | make bench | make lint
+# Everything runs in .venv, created on first use; one pip call installs every package editable.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sluice-installed
+PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e ./dags -e ./examples/plugin
+SOURCES  := core/pyproject.toml plugins/es/pyproject.toml plugins/s3/pyproject.toml \
+            plugins/transforms/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml requirements-test.txt
+
+.PHONY: install test demo bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) $(SOURCES)
+	$(PY) -m pip install -q $(PACKAGES) -r requirements-test.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/sluice run examples/jobs/local_jsonl.yaml --ds 2024-01-01
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check core plugins dags tests
+
+clean:
+	rm -rf $(VENV) .sluice out

@@ -1,0 +1,34 @@
+"""Core's own plugin: registered through the same ``sluice.plugins`` entry point as any other."""
+
+from __future__ import annotations
+
+import os
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def sluice_sources() -> list[type]:
+    from .jsonl import JsonlSource
+
+    return [JsonlSource]
+
+
+@hookimpl
+def sluice_sinks() -> list[type]:
+    from .jsonl import JsonlSink
+
+    return [JsonlSink]
+
+
+@hookimpl
+def sluice_checkpoint_stores() -> list[type]:
+    from .checkpoints import LocalCheckpointStore
+
+    return [LocalCheckpointStore]
+
+
+@hookimpl(trylast=True)
+def sluice_resolve_secret(name: str) -> str | None:
+    """The default: an environment variable of that name."""
+    return os.environ.get(name)

@@ -1,0 +1,149 @@
+"""Base classes for sources, sinks, transforms and checkpoint stores.
+
+A plugin returns subclasses of these from its hooks. Each class carries a ``type`` name, optional
+``aliases`` and a pydantic ``Config`` model; the registry validates the job block with ``Config``
+and builds the component with the validated config. Components import heavy client libraries in
+``open()``, never at module import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import Reject
+from .records import Batch, Partition, Record, WriteResult
+
+if TYPE_CHECKING:
+    from .context import RunContext
+
+
+class ComponentConfig(BaseModel):
+    """Base for component configs: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component:
+    """Something a job names by ``type:``. Subclasses set ``type`` and ``Config``."""
+
+    type: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[BaseModel]] = ComponentConfig
+
+    def __init__(self, config: BaseModel) -> None:
+        self.config = config
+
+    def open(self, ctx: RunContext) -> None:
+        """Prepare for a run (connect, create clients). Called once, before any data moves."""
+        self.ctx = ctx
+
+    def close(self) -> None:
+        """Release resources. Called once at the end of the run, also after a failure."""
+
+    def describe(self) -> str:
+        """Where this component reads or writes, for summaries (never with credentials)."""
+        return self.type
+
+
+class Source(Component):
+    """Reads records. Work is split into partitions that the engine reads in parallel."""
+
+    def partitions(self) -> Iterable[Partition]:
+        """The independent units of work for this run, each with a stable key."""
+        raise NotImplementedError
+
+    def read(self, partition: Partition, checkpoint: Any = None) -> Iterator[Batch]:
+        """Yield batches of ``partition``, resuming after ``checkpoint`` when it is given.
+
+        Each batch carries the checkpoint reached after it; reading again from that checkpoint
+        must yield exactly the records that follow. ``seq`` and ``partition`` are set by the engine.
+        """
+        raise NotImplementedError
+
+
+class Sink(Component):
+    """Writes records. One instance serves all partitions, from several threads at once.
+
+    Calls for one partition come from one thread in order; calls for different partitions
+    overlap, so per-partition state must be kept apart (or locked).
+    """
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write one batch; per-record failures come back as dead letters, not exceptions."""
+        raise NotImplementedError
+
+    def finish_partition(self, partition: str) -> WriteResult:
+        """Make everything written for ``partition`` durable (close open files)."""
+        return WriteResult()
+
+    def commit(self) -> None:
+        """Make the run's output visible (manifest, success marker). Called once after success."""
+
+    def abort(self) -> None:
+        """Clean up after a failed run (abort uploads); never publish a success marker."""
+
+
+class Transform(Component):
+    """Reshapes batches. Drop a record to filter it; ``batch.reject`` it to dead-letter it.
+
+    ``stateless`` transforms may run in a process pool; stateful ones (dedup, aggregate) must not.
+    """
+
+    stateless: ClassVar[bool] = True
+
+    def apply(self, batch: Batch) -> Batch:
+        """Return the batch with records transformed; never lose a record silently."""
+        raise NotImplementedError
+
+    def flush(self, partition: str | None) -> list[Record]:
+        """Records held back, emitted at the end of a partition (``partition``) or of the run (None)."""
+        return []
+
+    def state_scope(self) -> Literal["batch", "partition", "run"]:
+        """How far this step's state reaches. ``--resume`` restarts a partition (``partition``) or
+        the whole run (``run``) rather than continue mid-way with state it no longer has."""
+        return "batch"
+
+
+class RecordTransform(Transform):
+    """A transform written one record at a time; the batch loop and error routing are inherited."""
+
+    def process(self, record: Record) -> Record | None:
+        """Return the new record, or None to filter it out. Raise ``Reject`` to dead-letter it."""
+        raise NotImplementedError
+
+    def apply(self, batch: Batch) -> Batch:
+        out: list[Record] = []
+        process = self.process
+        for record in batch.records:
+            try:
+                result = process(record)
+            except Reject as exc:
+                batch.reject(record, exc.reason, exc.error_type)
+                continue
+            except Exception as exc:  # a record that breaks user code is dead-lettered, not lost
+                batch.reject(record, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                continue
+            if result is not None:
+                out.append(result)
+        batch.records = out
+        return batch
+
+
+class CheckpointStore(Component):
+    """Keeps each partition's checkpoint for one (job, run_id) so ``--resume`` can continue."""
+
+    def load(self, job: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """Every saved partition state for the run: ``{partition: {"seq", "position", "done"}}``."""
+        raise NotImplementedError
+
+    def save(self, job: str, run_id: str, partition: str, state: dict[str, Any]) -> None:
+        """Persist one partition's state; must be atomic (a crash leaves the old or the new)."""
+        raise NotImplementedError
+
+    def clear(self, job: str, run_id: str) -> None:
+        """Forget the run's checkpoints (a fresh run without ``--resume``)."""
+        raise NotImplementedError

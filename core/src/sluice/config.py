@@ -1,0 +1,216 @@
+"""The job file: top-level model, loading, templating of component blocks, and clear errors.
+
+Loading goes in three steps: parse YAML/JSON, validate the top level, then render each component
+block with the run's template variables and validate it with its plugin's ``Config``. Every
+problem found is collected, so ``sluice validate`` lists them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import secrets
+from .errors import ConfigError
+from .registry import Kind, Registry, get_registry
+from .templating import Interval, Renderer, late_fields, template_vars
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryPolicy(Strict):
+    """Jittered exponential backoff for transient failures, bounded by attempts and time."""
+
+    attempts: int = Field(5, ge=1, description="Tries in all, the first one included.")
+    initial_backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)
+    max_time_s: float = Field(300.0, gt=0, description="Give up retrying after this long.")
+
+
+class RuntimeConfig(Strict):
+    """How a run uses threads and memory, and when it counts as failed."""
+
+    batch_size: int = Field(2000, ge=1, description="Records per batch read from the source.")
+    max_workers: int = Field(4, ge=1, description="Partitions processed at once.")
+    max_in_flight_batches: int = Field(
+        8, ge=1, description="Batches alive at once across the run (read, not yet written): bounds memory."
+    )
+    error_rate_threshold: float = Field(
+        0.01, ge=0, le=1, description="Fail the run when dead letters / records read exceeds this."
+    )
+    api_rate_per_sec: float | None = Field(None, gt=0, description="Default rate for rate-limited transforms.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class TransformSection(Strict):
+    """The transform chain, and whether it runs in a process pool (stateless steps only)."""
+
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+    processes: int = Field(0, ge=0, description="Run the chain in this many processes (0: in threads).")
+
+
+class JobConfig(Strict):
+    """A job file's top level. Component blocks stay raw until their plugin validates them."""
+
+    job_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    description: str | None = None
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    source: dict[str, Any]
+    transform: TransformSection = Field(default_factory=TransformSection)
+    destination: dict[str, Any]
+    dead_letter: dict[str, Any] | None = None
+    checkpoints: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = Field(
+        None, description="Airflow schedule (read by sluice-airflow; ignored by `sluice run`)."
+    )
+
+    @field_validator("source", "destination", "dead_letter", "checkpoints")
+    @classmethod
+    def _has_type(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value.get("type"), str):
+            raise ValueError("needs a 'type:' naming the plugin component")
+        return value
+
+
+@dataclass
+class ComponentSpec:
+    """A validated component block: its class, config, and where it sits in the job file."""
+
+    kind: Kind
+    klass: type
+    config: BaseModel
+    where: str
+    raw: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.raw["type"])
+
+    def build(self) -> Any:
+        return self.klass(self.config)
+
+
+@dataclass
+class Job:
+    """A job resolved for one run: top-level config, the run's interval and id, and components."""
+
+    config: JobConfig
+    interval: Interval
+    run_id: str
+    variables: dict[str, Any]
+    source: ComponentSpec
+    steps: list[ComponentSpec]
+    destination: ComponentSpec
+    dead_letter: ComponentSpec
+    checkpoints: ComponentSpec
+    path: Path | None = None
+    renderer: Renderer | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.job_name
+
+
+def format_validation_error(exc: ValidationError, where: str) -> ConfigError:
+    """Field path plus pydantic's message; never the input value (it may be a secret)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        problems.append(f"{where}: {path}: {err['msg']}" if path else f"{where}: {err['msg']}")
+    return ConfigError(problems[0], problems)
+
+
+def read_job_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON job file; a syntax error names the file, line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read job file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: {at}{problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a job file must be a mapping with job_name, source, destination...")
+    return data
+
+
+def _secret_resolver(registry: Registry, mode: Literal["resolve", "placeholder"]):
+    def resolve(name: str) -> str:
+        if mode == "placeholder":
+            return f"<secret:{name}>"
+        value = registry.hook().sluice_resolve_secret(name=str(name))
+        if value is None:
+            from .errors import TemplateError
+
+            raise TemplateError(f"secret {name!r} is not set (no plugin resolved it; "
+                                f"core looks for an environment variable {name!r})")
+        return secrets.remember(str(value))
+
+    return resolve
+
+
+def load_job(
+    source: str | Path | dict[str, Any],
+    *,
+    interval: Interval | None = None,
+    run_id: str | None = None,
+    registry: Registry | None = None,
+    secret_mode: Literal["resolve", "placeholder"] = "resolve",
+) -> Job:
+    """Load and fully validate a job for one run. Raises ConfigError listing every problem."""
+    path = None if isinstance(source, dict) else Path(source)
+    raw = dict(source) if isinstance(source, dict) else read_job_file(source)
+    label = f"job {raw.get('job_name')!r}" if isinstance(raw.get("job_name"), str) else f"job file {path}"
+    try:
+        config = JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, label) from None
+    label = f"job {config.job_name!r}"
+    registry = registry or get_registry()
+    interval = interval or Interval.yesterday()
+    run_id = run_id or interval.default_run_id(config.job_name)
+    variables = template_vars(config.job_name, interval, run_id)
+    renderer = Renderer(variables, _secret_resolver(registry, secret_mode))
+
+    problems: list[str] = []
+
+    def resolve(kind: Kind, block: dict[str, Any], where: str) -> ComponentSpec | None:
+        try:
+            klass = registry.get(kind, str(block.get("type")), f"{label}: {where}")
+            late = late_fields(klass.Config)
+            rendered = {k: (v if k in late else renderer.render(v, f"{where}.{k}")) for k, v in block.items()}
+            klass, cfg = registry.validate(kind, rendered, f"{label}: {where}")
+        except ConfigError as exc:
+            problems.extend(p if p.startswith(label) else f"{label}: {p}" for p in exc.problems)
+            return None
+        return ComponentSpec(kind, klass, cfg, where, rendered)
+
+    src = resolve("source", config.source, "source")
+    steps = [resolve("transform", step if isinstance(step, dict) else {"type": None}, f"transform.steps[{i}]")
+             for i, step in enumerate(config.transform.steps)]
+    dst = resolve("sink", config.destination, "destination")
+    dl_block = config.dead_letter or {"type": "jsonl", "path": f".sluice/dead_letters/{config.job_name}/{run_id}"}
+    dl = resolve("sink", dl_block, "dead_letter")
+    cp_block = config.checkpoints or {"type": "local"}
+    cp = resolve("checkpoint_store", cp_block, "checkpoints")
+
+    if config.transform.processes:
+        for i, spec in enumerate(steps):
+            if spec is not None and not getattr(spec.klass, "stateless", True):
+                problems.append(f"{label}: transform.steps[{i}] (type: {spec.type}) keeps state across batches "
+                                "and cannot run with transform.processes > 0")
+    if problems:
+        raise ConfigError(problems[0], problems)
+    assert src and dst and dl and cp and all(steps)
+    return Job(config, interval, run_id, variables, src, steps, dst, dl, cp, path, renderer)  # type: ignore[arg-type]

@@ -1,0 +1,470 @@
+"""The engine: partitions on a thread pool, each a read → transform → write pipeline.
+
+Within a partition three threads overlap reading, transforming and writing. A run-wide semaphore
+admits at most ``max_in_flight_batches`` batches between "read" and "written", so memory is
+bounded and a slow sink slows every source (backpressure). After the sink (and the dead-letter
+sink) report a batch durable, the partition's checkpoint is saved; ``resume`` continues from there.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .chain import Chain, step_label
+from .components import CheckpointStore, Component, Sink, Source, Transform
+from .config import Job
+from .context import RunContext
+from .errors import ConfigError, PermanentError, SluiceError
+from .metrics import Metrics, PartitionFailure, RunSummary
+from .records import Batch, DeadLetter, Partition
+from .retry import retry_call
+
+_END = object()
+RUN_PARTITION = "_run"  # records a transform emits at the end of the run are written under this key
+
+
+def _engine_retry_on(exc: BaseException) -> bool:
+    # Sinks are idempotent by contract, so re-writing a batch is safe; only give up at once on
+    # errors that will not change (bad config, permanent refusals).
+    return not isinstance(exc, PermanentError | ConfigError)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _PartitionRun:
+    """One partition's progress while it runs."""
+
+    partition: Partition
+    seq: int  # next sequence number to hand out
+    position: Any  # source checkpoint to read after
+    complete: bool = False  # the source was read to the end
+    error: str | None = None
+    failed_stage: str | None = None
+    failed: threading.Event = field(default_factory=threading.Event)
+    written_seq: int | None = None
+    written_position: Any = None
+    saved_seq: int | None = None
+    saved_position: Any = None
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        if not self.failed.is_set():
+            self.error, self.failed_stage = f"{stage}: {_describe(exc)}", stage
+            self.failed.set()
+
+
+class Engine:
+    """Runs one resolved job once. ``run()`` returns the summary; it never raises for job failures."""
+
+    def __init__(self, job: Job, *, resume: bool = False, metrics: Metrics | None = None) -> None:
+        self.job = job
+        self.resume = resume
+        self.metrics = metrics or Metrics()
+        self.ctx = RunContext(
+            job_name=job.name,
+            run_id=job.run_id,
+            interval=job.interval,
+            runtime=job.config.runtime,
+            renderer=job.renderer,  # type: ignore[arg-type]
+            metrics=self.metrics,
+            resume=resume,
+        )
+        self.log = self.ctx.logger("engine")
+        self.slots = threading.BoundedSemaphore(job.config.runtime.max_in_flight_batches)
+        self.stop = self.ctx.stop
+        self.partitions_total = 0
+        self.partitions_done = 0
+        self._pool: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        failures: list[PartitionFailure] = []
+        error: str | None = None
+        opened: list[Component] = []
+        try:
+            self._build()
+            for component in (self.source, *self.chain.steps, self.sink, self.dead_letters):
+                component.open(self.ctx)
+                opened.append(component)
+            if self.job.config.transform.processes:
+                self._pool = _start_pool(self.job)
+            failures = self._run_partitions()
+            if not failures and not self.stop.is_set():
+                failures = self._flush_run()
+        except KeyboardInterrupt:
+            self.stop.set()
+            error = "cancelled by the user; continue with --resume"
+        except Exception as exc:  # setup failures (cannot connect, bad credentials) end the run cleanly
+            self.stop.set()
+            error = _describe(exc)
+            self.log.error("run failed", error=error)
+        summary = self._summary(started, failures, error)
+        self._finish(summary, opened, finished=not failures and error is None)
+        summary.duration_s = time.monotonic() - started
+        return summary
+
+    def _build(self) -> None:
+        job = self.job
+        self.source: Source = job.source.build()
+        self.chain = Chain([s.build() for s in job.steps], [s.type for s in job.steps])
+        self.sink: Sink = job.destination.build()
+        self.dead_letters: Sink = job.dead_letter.build()
+        self.checkpoints: CheckpointStore = job.checkpoints.build()
+        self.checkpoints.open(self.ctx)
+
+    def _finish(self, summary: RunSummary, opened: list[Component], finished: bool) -> None:
+        """Commit on success; otherwise publish no success marker. Dead letters are always kept.
+
+        ``finished`` means every partition completed and is durable (the run may still fail on
+        its error rate): dead letters are then committed; after a crash they are aborted with the
+        data, as the checkpoints will make the resumed run produce them again.
+        """
+        try:
+            sink, dead_letters = getattr(self, "sink", None), getattr(self, "dead_letters", None)
+            if sink is not None and sink in opened:
+                if summary.status == "succeeded":
+                    sink.commit()
+                else:
+                    sink.abort()
+            if dead_letters is not None and dead_letters in opened:
+                if finished:
+                    dead_letters.commit()
+                else:
+                    dead_letters.abort()
+        except Exception as exc:
+            summary.status = "failed"
+            summary.error = f"{summary.error + '; ' if summary.error else ''}commit failed: {_describe(exc)}"
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+            for component in [*opened, getattr(self, "checkpoints", None)]:
+                if component is None:
+                    continue
+                try:
+                    component.close()
+                except Exception as exc:
+                    self.log.warning("close failed", component=getattr(component, "type", "?"), error=_describe(exc))
+
+    # -- partitions ---------------------------------------------------------------------------
+    def _plan(self) -> list[_PartitionRun]:
+        job_name, run_id = self.job.name, self.job.run_id
+        states: dict[str, dict[str, Any]] = {}
+        if self.resume:
+            states = self.checkpoints.load(job_name, run_id)
+            if states and self.chain.state_scope() == "run":
+                self.log.warning("a transform keeps state over the whole run: resuming restarts every partition")
+                states = {}
+                self.checkpoints.clear(job_name, run_id)
+        else:
+            self.checkpoints.clear(job_name, run_id)
+        keep_positions = self.chain.state_scope() == "batch"
+        plan: list[_PartitionRun] = []
+        partitions = list(self.source.partitions())
+        self.partitions_total = len(partitions)
+        for p in partitions:
+            state = states.get(p.key)
+            if state and state.get("done"):
+                self.partitions_done += 1
+                continue
+            if state and keep_positions:
+                pr = _PartitionRun(p, int(state["seq"]) + 1, state.get("position"))
+                pr.saved_seq, pr.saved_position = int(state["seq"]), state.get("position")
+                plan.append(pr)
+            else:
+                plan.append(_PartitionRun(p, 0, None))
+        if self.resume:
+            self.log.info("resuming", partitions=len(partitions), done=self.partitions_done, todo=len(plan))
+        return plan
+
+    def _run_partitions(self) -> list[PartitionFailure]:
+        plan = self._plan()
+        failures: list[PartitionFailure] = []
+        workers = min(self.job.config.runtime.max_workers, max(len(plan), 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sluice-partition") as pool:
+            futures: dict[Future[None], _PartitionRun] = {pool.submit(self._run_partition, pr): pr for pr in plan}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        fut.result()
+            except KeyboardInterrupt:
+                self.stop.set()
+                wait(futures)
+                raise
+        for pr in plan:
+            if pr.error is not None or not pr.complete:
+                failures.append(PartitionFailure(pr.partition.key, pr.error or "not finished (run stopped)",
+                                                 pr.saved_position, pr.saved_seq))
+            else:
+                self.partitions_done += 1
+        return failures
+
+    def _run_partition(self, pr: _PartitionRun) -> None:
+        if self.stop.is_set():
+            return
+        to_transform: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        to_write: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        name = pr.partition.key
+        transformer = threading.Thread(target=self._transform_loop, args=(pr, to_transform, to_write),
+                                       name=f"sluice-transform-{name}", daemon=True)
+        writer = threading.Thread(target=self._write_loop, args=(pr, to_write), name=f"sluice-write-{name}",
+                                  daemon=True)
+        transformer.start()
+        writer.start()
+        try:
+            self._read_loop(pr, to_transform)
+        finally:
+            to_transform.put(_END)
+            transformer.join()
+            writer.join()
+        if pr.error:
+            self.stop.set()  # one failed partition stops the others at their next batch boundary
+            self.log.error("partition failed", partition=name, error=pr.error, checkpoint=pr.saved_position)
+
+    def _acquire(self, pr: _PartitionRun) -> bool:
+        while not self.slots.acquire(timeout=0.2):
+            if self.stop.is_set() or pr.failed.is_set():
+                return False
+        return True
+
+    def _read_loop(self, pr: _PartitionRun, out: queue.SimpleQueue[Any]) -> None:
+        batches = self.source.read(pr.partition, pr.position)
+        iterator = iter(batches)
+        try:
+            while not (self.stop.is_set() or pr.failed.is_set()):
+                if not self._acquire(pr):
+                    break
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    self.slots.release()
+                    pr.complete = True
+                    break
+                except BaseException:
+                    self.slots.release()
+                    raise
+                batch.partition, batch.seq = pr.partition.key, pr.seq
+                pr.seq += 1
+                for dl in batch.dead_letters:
+                    dl.stage, dl.plugin = "source", self.job.source.type
+                self.metrics.add("read", len(batch.records) + len(batch.dead_letters))
+                out.put(batch)
+        except Exception as exc:
+            pr.fail("source", exc)
+        finally:
+            close = getattr(batches, "close", None)  # generators close PITs/scrolls in their finally
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self.log.warning("closing the source reader failed", partition=pr.partition.key,
+                                     error=_describe(exc))
+
+    def _transform_loop(self, pr: _PartitionRun, inbox: queue.SimpleQueue[Any],
+                        out: queue.SimpleQueue[Any]) -> None:
+        last_seq, last_position = pr.seq - 1, pr.position
+        while (item := inbox.get()) is not _END:
+            if pr.failed.is_set():
+                self.slots.release()  # the batch is dropped; its checkpoint was never saved
+                continue
+            last_seq, last_position = item.seq, item.checkpoint
+            try:
+                out.put(self._transform(item))
+            except Exception as exc:
+                self.slots.release()
+                pr.fail(f"transform ({pr.partition.key}, batch {item.seq})", exc)
+        if pr.complete and not pr.failed.is_set() and self.chain:
+            try:
+                records, dead, counts = self.chain.flush(pr.partition.key)
+                self._count(counts)
+                if (records or dead) and self._acquire(pr):
+                    out.put(Batch(records, pr.partition.key, last_seq + 1, last_position, dead))
+            except Exception as exc:
+                pr.fail("transform flush", exc)
+        out.put(_END)
+
+    def _transform(self, batch: Batch) -> Batch:
+        if not self.chain:
+            return batch
+        if self._pool is not None:
+            batch, counts = self._pool.submit(_pool_apply, batch).result()
+        else:
+            batch, counts = self.chain.apply(batch)
+        self._count(counts)
+        return batch
+
+    def _count(self, counts: Any) -> None:
+        for label, n in counts.filtered.items():
+            self.metrics.add_filtered(label, n)
+        if counts.created:
+            self.metrics.add("created", counts.created)
+
+    def _write_loop(self, pr: _PartitionRun, inbox: queue.SimpleQueue[Any]) -> None:
+        pending = {"sink": False, "dead_letters": False}
+        while (item := inbox.get()) is not _END:
+            try:
+                if not pr.failed.is_set():
+                    self._write(pr, item, pending)
+            except Exception as exc:
+                pr.fail(f"sink ({pr.partition.key}, batch {item.seq})", exc)
+            finally:
+                self.slots.release()
+        if pr.failed_stage is not None and pr.failed_stage.startswith("sink"):
+            return  # open files may hold part of the failed batch: abort() discards them
+        try:
+            key = pr.partition.key
+            self._retry(lambda: self.sink.finish_partition(key))
+            self._retry(lambda: self.dead_letters.finish_partition(key))
+            if pr.written_seq is not None or pr.complete:
+                done = pr.complete and not pr.failed.is_set()
+                seq = pr.written_seq if pr.written_seq is not None else pr.seq - 1
+                position = pr.written_position if pr.written_seq is not None else pr.position
+                self._save(pr, seq, position, done)
+        except Exception as exc:
+            pr.fail(f"sink ({pr.partition.key}, finishing)", exc)
+
+    def _retry(self, fn: Any) -> Any:
+        return retry_call(fn, self.job.config.runtime.retry, retry_on=_engine_retry_on, metrics=self.metrics)
+
+    def _write(self, pr: _PartitionRun, batch: Batch, pending: dict[str, bool]) -> None:
+        dead = batch.dead_letters
+        if batch.records:
+            result = self._retry(lambda: self.sink.write(batch))
+            accounted = result.written + len(result.dead_letters)
+            if accounted != len(batch.records):
+                raise PermanentError(f"sink {self.job.destination.type!r} accounted for {accounted} of "
+                                     f"{len(batch.records)} records in batch {batch.seq}; refusing to lose any")
+            for dl in result.dead_letters:
+                dl.stage, dl.plugin = "sink", self.job.destination.type
+            self.metrics.add("written", result.written)
+            if result.retries:
+                self.metrics.add("retries", result.retries)
+            pending["sink"] = not result.durable
+            dead = dead + result.dead_letters
+        if dead:
+            self._write_dead(batch, dead, pending)
+        pr.written_seq, pr.written_position = batch.seq, batch.checkpoint
+        if not any(pending.values()):
+            self._save(pr, batch.seq, batch.checkpoint, False)
+
+    def _write_dead(self, batch: Batch, dead: list[DeadLetter], pending: dict[str, bool]) -> None:
+        now = datetime.now(UTC).isoformat()
+        for dl in dead:
+            dl.partition, dl.job, dl.run_id, dl.time = batch.partition, self.job.name, self.job.run_id, now
+        dl_batch = Batch([dl.to_record() for dl in dead], batch.partition, batch.seq)
+        result = self._retry(lambda: self.dead_letters.write(dl_batch))
+        if result.written != len(dead):
+            raise PermanentError(f"the dead-letter sink {self.job.dead_letter.type!r} stored {result.written} "
+                                 f"of {len(dead)} dead letters; refusing to lose any")
+        pending["dead_letters"] = not result.durable
+        for dl in dead:
+            self.metrics.add_dead(dl.stage if dl.stage != "transform" else step_label(dl.step or 0, dl.plugin), 1)
+
+    def _save(self, pr: _PartitionRun, seq: int, position: Any, done: bool) -> None:
+        state = {"seq": seq, "position": position, "done": done}
+        self._retry(lambda: self.checkpoints.save(self.job.name, self.job.run_id, pr.partition.key, state))
+        pr.saved_seq, pr.saved_position = seq, position
+
+    def _flush_run(self) -> list[PartitionFailure]:
+        """Records transforms held for the whole run, written as one more partition."""
+        if not self.chain:
+            return []
+        records, dead, counts = self.chain.flush(None)
+        self._count(counts)
+        if not records and not dead:
+            return []
+        pr = _PartitionRun(Partition(RUN_PARTITION), 0, None, complete=True)
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.slots.acquire()
+        inbox.put(Batch(records, RUN_PARTITION, 0, None, dead))
+        inbox.put(_END)
+        self._write_loop(pr, inbox)
+        return [PartitionFailure(RUN_PARTITION, pr.error)] if pr.error else []
+
+    # -- summary ------------------------------------------------------------------------------
+    def _summary(self, started: float, failures: list[PartitionFailure], error: str | None) -> RunSummary:
+        m = self.metrics.snapshot()
+        threshold = self.job.config.runtime.error_rate_threshold
+        summary = RunSummary(
+            job=self.job.name, run_id=self.job.run_id, status="succeeded", read=m["read"], written=m["written"],
+            created=m["created"], filtered=m["filtered"], dead_lettered=m["dead_lettered"], retries=m["retries"],
+            duration_s=time.monotonic() - started, partitions=self.partitions_total,
+            partitions_done=self.partitions_done, counters=m["counters"], failures=failures, error=error,
+            error_rate_threshold=threshold,
+        )
+        if failures and error is None:
+            first = failures[0]
+            summary.error = (f"{len(failures)} partition(s) did not finish; first: {first.partition!r}: {first.error} "
+                             f"(checkpoint: {first.checkpoint!r}); run again with --resume to continue")
+        if summary.error is None and summary.error_rate > threshold:
+            summary.error = (f"error rate {summary.error_rate:.2%} ({summary.dead_lettered_total} dead letters / "
+                             f"{summary.read} records read) exceeds error_rate_threshold {threshold:.2%}; "
+                             f"dead letters are in {self.dead_letters.describe()}")
+        if summary.error is None and not summary.reconciled:
+            summary.error = f"counts do not reconcile: {summary.in_flight} records unaccounted for"
+        if summary.error is not None:
+            summary.status = "failed"
+        return summary
+
+
+# -- process pool ---------------------------------------------------------------------------------
+_worker_chain: Chain | None = None
+
+
+def _start_pool(job: Job) -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    payload = {
+        "steps": [spec.raw for spec in job.steps],
+        "job": job.name,
+        "run_id": job.run_id,
+        "interval": (job.interval.start, job.interval.end),
+        "runtime": job.config.runtime.model_dump(),
+        "variables": job.variables,
+    }
+    # spawn, not fork: forking a process that runs threads can deadlock on inherited locks
+    return ProcessPoolExecutor(job.config.transform.processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(payload,))
+
+
+def _init_worker(payload: dict[str, Any]) -> None:
+    from .config import RuntimeConfig
+    from .registry import get_registry
+    from .templating import Interval, Renderer
+
+    global _worker_chain
+    registry = get_registry()
+    steps: list[Transform] = []
+    types: list[str] = []
+    ctx = RunContext(
+        job_name=payload["job"], run_id=payload["run_id"], interval=Interval(*payload["interval"]),
+        runtime=RuntimeConfig.model_validate(payload["runtime"]),
+        renderer=Renderer(payload["variables"], _no_secrets),
+    )
+    for i, raw in enumerate(payload["steps"]):
+        klass, config = registry.validate("transform", raw, f"transform.steps[{i}]")
+        step = klass(config)
+        step.open(ctx)
+        steps.append(step)  # type: ignore[arg-type]
+        types.append(raw["type"])
+    _worker_chain = Chain(steps, types)
+
+
+def _no_secrets(name: str) -> str:
+    raise ConfigError(f"secret({name!r}) cannot be resolved inside a transform process")
+
+
+def _pool_apply(batch: Batch) -> tuple[Batch, Any]:
+    assert _worker_chain is not None
+    return _worker_chain.apply(batch)

@@ -1,0 +1,51 @@
+"""Typed errors. Each carries the context where it was raised, so the CLI prints one clear line."""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    """Base of every error Sluice raises on purpose; the CLI prints these without a traceback."""
+
+
+class ConfigError(SluiceError):
+    """A job file or component block is invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or [message]
+        super().__init__(message if len(self.problems) == 1 else "\n".join(self.problems))
+
+
+class PluginError(SluiceError):
+    """A plugin could not be loaded, or two plugins claim the same type name."""
+
+
+class UnknownTypeError(ConfigError):
+    """A ``type:`` names no installed component of that kind."""
+
+
+class TemplateError(ConfigError):
+    """A Jinja template in the job could not be rendered (syntax, undefined name, missing secret)."""
+
+
+class JobFailed(SluiceError):
+    """The run ended without delivering everything: a partition failed or the error rate was too high."""
+
+
+class TransientError(SluiceError):
+    """A failure that may succeed on retry (connection error, timeout, 429, 5xx)."""
+
+
+class PermanentError(SluiceError):
+    """A failure that will fail again on retry (bad request, access denied, missing bucket)."""
+
+
+class Reject(Exception):
+    """Raised by a record transform to send the record to dead letters with ``reason``.
+
+    Not a SluiceError: it never ends the run, it only routes one record.
+    """
+
+    def __init__(self, reason: str, error_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type or "Rejected"

@@ -1,0 +1,197 @@
+"""Discovers plugins through the ``sluice.plugins`` entry points and maps type names to classes.
+
+Each entry point is loaded on its own: a broken plugin is recorded and reported (``sluice
+plugins``, unknown-type errors) but never hides the others. Two plugins claiming one type name
+fail at once, naming both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from . import hookspecs
+from .components import Component
+from .errors import PluginError, UnknownTypeError
+
+ENTRY_POINT_GROUP = "sluice.plugins"
+DISABLE_ENV = "SLUICE_DISABLE_PLUGINS"
+
+Kind = Literal["source", "sink", "transform", "checkpoint_store"]
+KINDS: dict[Kind, str] = {
+    "source": "sluice_sources",
+    "sink": "sluice_sinks",
+    "transform": "sluice_transforms",
+    "checkpoint_store": "sluice_checkpoint_stores",
+}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin: its entry-point name, distribution, version and the types it gives."""
+
+    name: str
+    distribution: str = ""
+    version: str = ""
+    types: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that failed to load, and why (shown by ``sluice plugins`` and unknown-type errors)."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+def disabled_plugins() -> set[str]:
+    """Names in ``SLUICE_DISABLE_PLUGINS`` (comma separated): entry-point or distribution names."""
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+class Registry:
+    """Type names of every kind mapped to component classes, plus what failed to load."""
+
+    def __init__(self, pm: pluggy.PluginManager, failures: Iterable[PluginFailure] = (),
+                 infos: dict[str, PluginInfo] | None = None) -> None:
+        self.pm = pm
+        self.failures = list(failures)
+        self.plugins: dict[str, PluginInfo] = infos or {}
+        self.types: dict[Kind, dict[str, type[Component]]] = {k: {} for k in KINDS}
+        self._collect()
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def _manager() -> pluggy.PluginManager:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        return pm
+
+    @classmethod
+    def from_entry_points(cls, disabled: set[str] | None = None) -> Registry:
+        """Load every installed plugin; a failing one is recorded, not raised."""
+        disabled = disabled_plugins() if disabled is None else disabled
+        pm = cls._manager()
+        failures: list[PluginFailure] = []
+        infos: dict[str, PluginInfo] = {}
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else ""
+            if ep.name in disabled or dist in disabled:
+                continue  # blocked before import: a disabled plugin's code never runs
+            if pm.has_plugin(ep.name):
+                failures.append(PluginFailure(ep.name, dist, "another plugin has the same entry-point name"))
+                continue
+            try:
+                module = ep.load()
+                pm.register(module, name=ep.name)
+            except Exception as exc:
+                failures.append(PluginFailure(ep.name, dist, f"{type(exc).__name__}: {exc}"))
+                continue
+            infos[ep.name] = PluginInfo(ep.name, dist, ep.dist.version if ep.dist else "")
+        return cls(pm, failures, infos)
+
+    @classmethod
+    def from_plugins(cls, *plugins: Any, builtins: bool = True) -> Registry:
+        """A registry of the given plugin objects only (no entry points): for tests."""
+        pm = cls._manager()
+        infos: dict[str, PluginInfo] = {}
+        if builtins:
+            from .builtin import plugin as builtin_plugin
+
+            plugins = (builtin_plugin, *plugins)
+        for i, plugin in enumerate(plugins):
+            name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
+            pm.register(plugin, name=name)
+            infos[name] = PluginInfo(name)
+        return cls(pm, (), infos)
+
+    def _collect(self) -> None:
+        owners: dict[tuple[Kind, str], str] = {}
+        for kind, hook_name in KINDS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin = impl.plugin_name
+                try:
+                    classes = impl.function() or []
+                except Exception as exc:
+                    dist = self.plugins.get(plugin, PluginInfo(plugin)).distribution
+                    error = f"{hook_name}() raised {type(exc).__name__}: {exc}"
+                    self.failures.append(PluginFailure(plugin, dist, error))
+                    continue
+                for klass in classes:
+                    for name in (klass.type, *getattr(klass, "aliases", ())):
+                        other = owners.get((kind, name))
+                        if other is not None and self.types[kind][name] is not klass:
+                            raise PluginError(
+                                f"{kind} type {name!r} is provided by two plugins: {other!r} and {plugin!r}; "
+                                f"uninstall one or block it with {DISABLE_ENV}={plugin}"
+                            )
+                        owners[(kind, name)] = plugin
+                        self.types[kind][name] = klass
+                    info = self.plugins.setdefault(plugin, PluginInfo(plugin))
+                    info.types.setdefault(kind, []).append(klass.type)
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, kind: Kind, name: str, where: str = "") -> type[Component]:
+        """The class for ``name``; an unknown name raises with the known ones and a close match."""
+        try:
+            return self.types[kind][name]
+        except KeyError:
+            pass
+        known = sorted(self.types[kind])
+        label = kind.replace("_", " ")
+        msg = f"{where}: unknown {label} type {name!r}." if where else f"unknown {label} type {name!r}."
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            msg += f" Did you mean {close[0]!r}?"
+        msg += f" Known {label} types: {', '.join(known) or '(none)'}."
+        if self.failures:
+            msg += " Plugins that failed to load: " + "; ".join(f"{f.name} ({f.error})" for f in self.failures) + "."
+        else:
+            msg += " If it comes from a plugin, install it (pip install ...) and check `sluice plugins`."
+        raise UnknownTypeError(msg)
+
+    def validate(self, kind: Kind, block: dict[str, Any], where: str) -> tuple[type[Component], BaseModel]:
+        """Resolve ``block['type']`` and validate the rest of the block with the class's Config."""
+        from .config import format_validation_error
+
+        klass = self.get(kind, str(block.get("type")), where)
+        body = {k: v for k, v in block.items() if k != "type"}
+        try:
+            config = klass.Config.model_validate(body)
+        except ValidationError as exc:
+            raise format_validation_error(exc, f"{where} (type: {block.get('type')})") from None
+        return klass, config
+
+    def hook(self) -> Any:
+        """The pluggy hook relay, for calling hooks such as ``sluice_resolve_secret``."""
+        return self.pm.hook
+
+
+_default: Registry | None = None
+_lock = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = Registry.from_entry_points()
+        return _default
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace (or with None, forget) the process-wide registry; used by tests and embedders."""
+    global _default
+    with _lock:
+        _default = registry

@@ -1,0 +1,161 @@
+"""Sandboxed Jinja templating of job values, and the data interval a run covers.
+
+Values are rendered after the YAML is parsed, so templates can never change the file's structure.
+Fields a component renders per record (``index: "logs-{{ record.app }}"``) are declared with
+``late_template()`` and left alone at load time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError as JinjaError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, Field
+
+from .errors import TemplateError
+
+LATE_KEY = "x-sluice-template"
+
+
+def late_template(default: Any = ..., **kwargs: Any) -> Any:
+    """A pydantic Field the component renders itself, per record, with ``record`` in scope."""
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    extra[LATE_KEY] = "record"
+    return Field(default, json_schema_extra=extra, **kwargs)
+
+
+def late_fields(model: type[BaseModel]) -> set[str]:
+    """Names of the model's fields declared with ``late_template()``."""
+    out = set()
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get(LATE_KEY):
+            out.add(info.alias or name)
+    return out
+
+
+class IsoDateTime(datetime):
+    """A datetime that renders as ISO 8601 in templates (``2024-01-01T00:00:00+00:00``)."""
+
+    def __str__(self) -> str:
+        return self.isoformat()
+
+    @classmethod
+    def of(cls, dt: datetime) -> IsoDateTime:
+        return cls(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond, dt.tzinfo)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO date or timestamp; naive values are UTC."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise TemplateError(f"not an ISO date or timestamp: {text!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The half-open data interval ``[start, end)`` a run reads."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def for_day(cls, ds: str | date) -> Interval:
+        day = date.fromisoformat(ds) if isinstance(ds, str) else ds
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return cls(start, start + timedelta(days=1))
+
+    @classmethod
+    def between(cls, start: str | datetime, end: str | datetime) -> Interval:
+        s = parse_timestamp(start) if isinstance(start, str) else start
+        e = parse_timestamp(end) if isinstance(end, str) else end
+        if e <= s:
+            raise TemplateError(f"the interval end {e.isoformat()} is not after its start {s.isoformat()}")
+        return cls(s, e)
+
+    @classmethod
+    def yesterday(cls) -> Interval:
+        """The default when no interval is given: the previous UTC day, like a daily schedule."""
+        return cls.for_day(datetime.now(UTC).date() - timedelta(days=1))
+
+    def default_run_id(self, job_name: str) -> str:
+        """Deterministic: two runs of one job over one interval share it (and so their output keys)."""
+        return f"{job_name}-{self.start:%Y%m%dT%H%M%S}-{self.end:%Y%m%dT%H%M%S}"
+
+
+def template_vars(job_name: str, interval: Interval, run_id: str) -> dict[str, Any]:
+    """The variables every job template sees (``secret`` is added by the environment)."""
+    start, end = IsoDateTime.of(interval.start), IsoDateTime.of(interval.end)
+    return {
+        "job_name": job_name,
+        "run_id": run_id,
+        "ds": start.date().isoformat(),
+        "ds_nodash": start.strftime("%Y%m%d"),
+        "next_ds": end.date().isoformat(),
+        "ts": start.isoformat(),
+        "data_interval_start": start,
+        "data_interval_end": end,
+        "env": dict(os.environ),
+    }
+
+
+def make_environment(resolve_secret: Callable[[str], str]) -> ImmutableSandboxedEnvironment:
+    """A sandboxed environment: no attribute escapes, undefined names are errors."""
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.globals["secret"] = resolve_secret
+    return env
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+class Renderer:
+    """Renders job values with one environment and one set of variables."""
+
+    def __init__(self, variables: dict[str, Any], resolve_secret: Callable[[str], str]) -> None:
+        self.variables = variables
+        self.env = make_environment(resolve_secret)
+        self.env.globals.update(variables)  # globals, so a per-record render copies only ``extra``
+
+    def render(self, value: Any, where: str = "", **extra: Any) -> Any:
+        """Render every string inside ``value`` (dicts and lists walked); other values pass."""
+        if isinstance(value, str):
+            if not is_template(value):
+                return value
+            try:
+                return self.env.from_string(value).render(extra)
+            except TemplateError:
+                raise
+            except JinjaError as exc:
+                raise TemplateError(f"{where}: template {value!r}: {exc}") from None
+        if isinstance(value, dict):
+            return {k: self.render(v, f"{where}.{k}" if where else str(k), **extra) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.render(v, f"{where}[{i}]", **extra) for i, v in enumerate(value)]
+        return value
+
+    def compile(self, source: str, where: str = "") -> Callable[..., str]:
+        """Compile once, render many times with extra variables (``record=...``)."""
+        if not is_template(source):
+            return lambda **_: source
+        try:
+            template = self.env.from_string(source)
+        except JinjaError as exc:
+            raise TemplateError(f"{where}: template {source!r}: {exc}") from None
+
+        def render(**extra: Any) -> str:
+            try:
+                return template.render(extra)
+            except JinjaError as exc:
+                raise TemplateError(f"{where}: template {source!r}: {exc}") from None
+
+        return render

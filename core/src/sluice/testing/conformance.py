@@ -1,0 +1,158 @@
+"""Conformance suites: subclass one in your plugin's tests and provide its fixtures.
+
+    from sluice.testing.conformance import SourceContract
+
+    class TestMySource(SourceContract):
+        @pytest.fixture
+        def source_block(self, my_server):
+            return {"type": "my_source", "url": my_server.url}
+
+        @pytest.fixture
+        def expected_records(self):
+            return 250
+
+Each suite checks the contract the engine relies on: stable, serialisable partitions and exact
+resume for sources; complete, idempotent writes for sinks; accounted-for records for transforms.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from ..components import Sink, Source, Transform
+from ..records import Batch, Partition
+from . import build, make_context
+
+
+def _key(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def _check_class(component: Any) -> None:
+    klass = type(component)
+    assert isinstance(klass.type, str) and klass.type, "a component needs a non-empty `type`"
+    assert issubclass(klass.Config, BaseModel), "`Config` must be a pydantic model"
+    assert klass.Config.model_config.get("extra") == "forbid", "`Config` must forbid unknown keys (extra='forbid')"
+    assert klass.__doc__, "a component class needs a docstring (it documents the type)"
+
+
+class SourceContract:
+    """Fixtures to provide: ``source_block`` (the job block) and ``expected_records`` (an int)."""
+
+    batch_size = 7  # small, so every partition spans several batches
+
+    @pytest.fixture
+    def source(self, source_block: dict[str, Any]) -> Any:
+        source = build("source", source_block, make_context(batch_size=self.batch_size))
+        yield source
+        source.close()
+
+    def _read(self, source: Source, partition: Partition, checkpoint: Any = None) -> list[Batch]:
+        return list(source.read(partition, checkpoint))
+
+    def test_declares_type_config_and_docs(self, source: Source) -> None:
+        _check_class(source)
+
+    def test_partitions_are_stable_unique_and_serialisable(self, source: Source) -> None:
+        first = list(source.partitions())
+        again = list(source.partitions())
+        assert [p.key for p in first] == [p.key for p in again], "partition keys must be stable"
+        assert len({p.key for p in first}) == len(first), "partition keys must be unique"
+        for p in first:
+            assert Partition.from_dict(orjson.loads(orjson.dumps(p.to_dict()))) == p
+
+    def test_reads_every_record_in_bounded_batches(self, source: Source, expected_records: int) -> None:
+        total = 0
+        for p in source.partitions():
+            for batch in self._read(source, p):
+                assert len(batch.records) + len(batch.dead_letters) <= self.batch_size
+                orjson.dumps(batch.checkpoint)  # checkpoints must be JSON-serialisable
+                total += len(batch.records)
+        assert total == expected_records
+
+    def test_resume_from_any_checkpoint_yields_exactly_the_rest(self, source: Source) -> None:
+        for p in source.partitions():
+            batches = self._read(source, p)
+            everything = [_key(r) for b in batches for r in b.records]
+            for i, batch in enumerate(batches[:-1]):
+                rest = [_key(r) for b in self._read(source, p, batch.checkpoint) for r in b.records]
+                done = sum(len(b.records) for b in batches[: i + 1])
+                assert rest == everything[done:], f"resuming {p.key} after batch {i} must yield exactly the rest"
+
+
+class SinkContract:
+    """Fixtures to provide: ``sink_block`` and ``read_back`` (a callable returning written records)."""
+
+    @pytest.fixture
+    def records(self) -> list[dict[str, Any]]:
+        return [{"_id": f"id-{i}", "n": i, "name": f"record {i}", "tags": ["a", "b"][: i % 3]} for i in range(40)]
+
+    def _run(self, block: dict[str, Any], records: list[dict[str, Any]], resume: bool = False) -> int:
+        ctx = make_context()
+        ctx.resume = resume
+        sink: Sink = build("sink", block, ctx)
+        written = 0
+        try:
+            for part, chunk in (("p-a", records[:25]), ("p-b", records[25:])):
+                for seq, start in enumerate(range(0, len(chunk), 10)):
+                    batch = Batch([dict(r) for r in chunk[start:start + 10]], part, seq, start + 10)
+                    result = sink.write(batch)
+                    assert result.written + len(result.dead_letters) == len(batch.records), "every record accounted"
+                    written += result.written
+                sink.finish_partition(part)
+            sink.commit()
+        finally:
+            sink.close()
+        return written
+
+    def test_declares_type_config_and_docs(self, sink_block: dict[str, Any]) -> None:
+        sink = build("sink", sink_block)
+        _check_class(sink)
+        sink.close()
+
+    def test_writes_every_record(self, sink_block: dict[str, Any], records: list[dict[str, Any]],
+                                 read_back: Callable[[], list[dict[str, Any]]]) -> None:
+        assert self._run(sink_block, records) == len(records)
+        assert Counter(r["n"] for r in read_back()) == Counter(r["n"] for r in records)
+
+    def test_rewriting_the_same_run_is_idempotent(self, sink_block: dict[str, Any], records: list[dict[str, Any]],
+                                                  read_back: Callable[[], list[dict[str, Any]]]) -> None:
+        self._run(sink_block, records)
+        self._run(sink_block, records)
+        assert Counter(r["n"] for r in read_back()) == Counter(r["n"] for r in records), "a re-run must not duplicate"
+
+
+class TransformContract:
+    """Fixtures to provide: ``transform_block`` and ``sample_records`` (a list of dicts)."""
+
+    @pytest.fixture
+    def transform(self, transform_block: dict[str, Any]) -> Any:
+        t = build("transform", transform_block)
+        yield t
+        t.close()
+
+    def test_declares_type_config_and_docs(self, transform: Transform) -> None:
+        _check_class(transform)
+
+    def test_accounts_for_every_record(self, transform: Transform, sample_records: list[dict[str, Any]]) -> None:
+        batch = Batch([dict(r) for r in sample_records], "p", 0, None)
+        out = transform.apply(batch)
+        held = transform.flush("p") + transform.flush(None)
+        assert isinstance(out, Batch)
+        for dl in out.dead_letters:
+            assert dl.reason, "a dead letter needs a reason"
+        # a transform may drop (filter), reject (dead-letter) or create records, but the engine derives
+        # those counts from sizes, so the batch must stay a batch of dicts
+        assert all(isinstance(r, dict) for r in [*out.records, *held])
+
+    def test_stateless_transforms_can_run_in_a_process_pool(self, transform: Transform) -> None:
+        if type(transform).stateless:
+            pickle.dumps(type(transform))
+            pickle.dumps(transform.config)

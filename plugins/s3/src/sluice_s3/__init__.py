@@ -1,0 +1,3 @@
+"""Sluice S3 plugin."""
+
+__version__ = "0.1.0"

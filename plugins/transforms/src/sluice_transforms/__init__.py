@@ -1,0 +1,3 @@
+"""Sluice transforms plugin."""
+
+__version__ = "0.1.0"
