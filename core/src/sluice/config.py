@@ -111,6 +111,7 @@ class Job:
     checkpoints: ComponentSpec
     path: Path | None = None
     renderer: Renderer | None = field(default=None, repr=False)
+    registry: Registry | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -213,4 +214,4 @@ def load_job(
     if problems:
         raise ConfigError(problems[0], problems)
     assert src and dst and dl and cp and all(steps)
-    return Job(config, interval, run_id, variables, src, steps, dst, dl, cp, path, renderer)  # type: ignore[arg-type]
+    return Job(config, interval, run_id, variables, src, steps, dst, dl, cp, path, renderer, registry)  # type: ignore[arg-type]

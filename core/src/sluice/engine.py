@@ -23,6 +23,7 @@ from .context import RunContext
 from .errors import ConfigError, PermanentError, SluiceError
 from .metrics import Metrics, PartitionFailure, RunSummary
 from .records import Batch, DeadLetter, Partition
+from .registry import get_registry
 from .retry import retry_call
 
 _END = object()
@@ -50,6 +51,7 @@ class _PartitionRun:
     error: str | None = None
     failed_stage: str | None = None
     failed: threading.Event = field(default_factory=threading.Event)
+    discard: threading.Event = field(default_factory=threading.Event)  # drop queued batches (downstream failed)
     written_seq: int | None = None
     written_position: Any = None
     saved_seq: int | None = None
@@ -59,6 +61,10 @@ class _PartitionRun:
         if not self.failed.is_set():
             self.error, self.failed_stage = f"{stage}: {_describe(exc)}", stage
             self.failed.set()
+        if stage != "source":
+            # a source failure lets batches already read go through and be checkpointed; a transform or
+            # sink failure drops them (they were never checkpointed, so resume reads them again)
+            self.discard.set()
 
 
 class Engine:
@@ -274,7 +280,7 @@ class Engine:
                         out: queue.SimpleQueue[Any]) -> None:
         last_seq, last_position = pr.seq - 1, pr.position
         while (item := inbox.get()) is not _END:
-            if pr.failed.is_set():
+            if pr.discard.is_set():
                 self.slots.release()  # the batch is dropped; its checkpoint was never saved
                 continue
             last_seq, last_position = item.seq, item.checkpoint
@@ -313,7 +319,7 @@ class Engine:
         pending = {"sink": False, "dead_letters": False}
         while (item := inbox.get()) is not _END:
             try:
-                if not pr.failed.is_set():
+                if not pr.discard.is_set():
                     self._write(pr, item, pending)
             except Exception as exc:
                 pr.fail(f"sink ({pr.partition.key}, batch {item.seq})", exc)
@@ -423,9 +429,13 @@ _worker_chain: Chain | None = None
 
 def _start_pool(job: Job) -> Any:
     import multiprocessing
+    import types
     from concurrent.futures import ProcessPoolExecutor
 
+    registry = job.registry or get_registry()
     payload = {
+        # the child rebuilds the same registry from the same plugin modules (entry points or not)
+        "plugins": [p.__name__ for p in registry.pm.get_plugins() if isinstance(p, types.ModuleType)],
         "steps": [spec.raw for spec in job.steps],
         "job": job.name,
         "run_id": job.run_id,
@@ -439,12 +449,14 @@ def _start_pool(job: Job) -> Any:
 
 
 def _init_worker(payload: dict[str, Any]) -> None:
+    import importlib
+
     from .config import RuntimeConfig
-    from .registry import get_registry
+    from .registry import Registry
     from .templating import Interval, Renderer
 
     global _worker_chain
-    registry = get_registry()
+    registry = Registry.from_plugins(*(importlib.import_module(n) for n in payload["plugins"]), builtins=False)
     steps: list[Transform] = []
     types: list[str] = []
     ctx = RunContext(

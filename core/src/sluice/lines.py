@@ -17,10 +17,15 @@ CHUNK = 1 << 20
 
 
 def iter_lines(stream: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    """Lines of a binary stream without their newline, read in large chunks (fast, bounded memory)."""
+    """Lines of a binary stream without their newline, read in large chunks (fast, bounded memory).
+
+    ``read1`` where the stream has it: a decompressor that hits corrupt or truncated data then
+    still hands over everything before it, instead of losing a whole buffered chunk.
+    """
     tail = b""
+    read = getattr(stream, "read1", None) or stream.read
     while True:
-        chunk = stream.read(chunk_size)
+        chunk = read(chunk_size)
         if not chunk:
             break
         parts = (tail + chunk).split(b"\n")

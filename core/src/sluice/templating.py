@@ -133,8 +133,8 @@ class Renderer:
                 return value
             try:
                 return self.env.from_string(value).render(extra)
-            except TemplateError:
-                raise
+            except TemplateError as exc:
+                raise TemplateError(f"{where}: {exc}" if where else str(exc)) from None
             except JinjaError as exc:
                 raise TemplateError(f"{where}: template {value!r}: {exc}") from None
         if isinstance(value, dict):

@@ -1,0 +1,159 @@
+"""Job files: validation errors that point at the problem, templating, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fakes
+import pytest
+
+from sluice import secrets
+from sluice.config import load_job
+from sluice.errors import ConfigError
+from sluice.templating import Interval
+from sluice.testing import run_job
+
+
+@pytest.fixture(autouse=True)
+def registry(sluice_registry: Any) -> Any:
+    fakes.STORES.clear()
+    return sluice_registry(fakes)
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"job_name": "cfg", "source": {"type": "counting"}, "destination": {"type": "memory"}, **extra}
+
+
+def problems(config: Any, **kwargs: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_job(config, **kwargs)
+    return info.value.problems
+
+
+def test_defaults() -> None:
+    job = load_job(base())
+    assert job.config.runtime.batch_size == 2000
+    assert job.config.runtime.error_rate_threshold == 0.01
+    assert job.dead_letter.type == "jsonl" and job.checkpoints.type == "local"
+
+
+def test_unknown_top_level_and_runtime_keys_are_errors() -> None:
+    found = problems(base(runtim={}, runtime={"batch_sise": 5}))
+    assert "job 'cfg': runtime.batch_sise: Extra inputs are not permitted" in found
+    assert "job 'cfg': runtim: Extra inputs are not permitted" in found
+
+
+def test_every_component_error_is_listed_with_job_step_type_and_field_path() -> None:
+    found = problems(base(
+        source={"type": "counting", "records": "many"},
+        transform={"steps": [{"type": "drop_every"}, {"type": "drop_every", "every": "ten", "evry": 1},
+                             {"type": "dropevery"}]},
+        destination={"type": "memroy"},
+    ))
+    assert "job 'cfg': source (type: counting): records: Input should be a valid integer, unable to parse string " \
+           "as an integer" in found
+    assert "job 'cfg': transform.steps[1] (type: drop_every): every: Input should be a valid integer, unable to " \
+           "parse string as an integer" in found
+    assert "job 'cfg': transform.steps[1] (type: drop_every): evry: Extra inputs are not permitted" in found
+    assert any(p.startswith("job 'cfg': transform.steps[2]: unknown transform type 'dropevery'. Did you mean "
+                            "'drop_every'?") for p in found)
+    assert any(p.startswith("job 'cfg': destination: unknown sink type 'memroy'. Did you mean 'memory'?")
+               for p in found)
+    assert len(found) == 5
+
+
+def test_a_block_without_type_is_an_error() -> None:
+    assert problems(base(source={"records": 1})) == [
+        "job 'cfg': source: Value error, needs a 'type:' naming the plugin component"]
+
+
+def test_bad_yaml_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("job_name: x\nsource:\n  type: counting\n   records: 3\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}: line 4, column 11: mapping values are not allowed here")
+
+
+def test_json_job_files_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text('{"job_name": "j", "source": {"type": "counting"}, "destination": {"type": "memory"}}')
+    assert load_job(path).name == "j"
+
+
+def test_templates_see_the_interval_run_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEAM", "search")
+    job = load_job(base(destination={
+        "type": "memory",
+        "name": "{{ job_name }}|{{ ds }}|{{ next_ds }}|{{ ts }}|{{ data_interval_start }}|{{ data_interval_end }}"
+                "|{{ run_id }}|{{ env.TEAM }}|{{ ds_nodash }}",
+    }), interval=Interval.between("2024-03-01T06:00:00Z", "2024-03-01T07:00:00Z"))
+    assert job.destination.config.name == (
+        "cfg|2024-03-01|2024-03-01|2024-03-01T06:00:00+00:00|2024-03-01T06:00:00+00:00|2024-03-01T07:00:00+00:00"
+        "|cfg-20240301T060000-20240301T070000|search|20240301")
+
+
+def test_run_id_is_deterministic_for_job_and_interval_and_can_be_overridden() -> None:
+    day = Interval.for_day("2024-01-05")
+    assert load_job(base(), interval=day).run_id == load_job(base(), interval=day).run_id == \
+        "cfg-20240105T000000-20240106T000000"
+    assert load_job(base(), interval=day, run_id="manual-1").run_id == "manual-1"
+
+
+def test_per_record_templates_are_left_for_the_component() -> None:
+    summary = run_job(base(source={"type": "counting", "partitions": 1, "records": 3},
+                           transform={"steps": [{"type": "stamp", "value": "{{ ds }}/{{ record.p }}-{{ record.n }}"}]}))
+    assert summary.status == "succeeded", summary.error
+    stamps = sorted(r["stamp"] for r in fakes.STORES["default"]["records"].values())
+    assert stamps == ["2024-01-01/p0-0", "2024-01-01/p0-1", "2024-01-01/p0-2"]
+
+
+def test_secrets_come_from_the_environment_and_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAMP_TOKEN", "s3cr3t-value")
+    job = load_job(base(transform={"steps": [{"type": "stamp", "value": "x", "token": "{{ secret('STAMP_TOKEN') }}"}]}))
+    token = job.steps[0].config.token
+    assert token.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(job.steps[0].config) and "s3cr3t-value" not in str(token)
+    assert secrets.mask("auth failed with s3cr3t-value") == "auth failed with ***"
+
+
+def test_a_missing_secret_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    [problem] = problems(base(transform={"steps": [{"type": "stamp", "value": "x",
+                                                    "token": "{{ secret('NOPE_TOKEN') }}"}]}))
+    assert problem.startswith("job 'cfg': transform.steps[0].token: secret 'NOPE_TOKEN' is not set")
+
+
+def test_validation_errors_never_echo_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REC_SECRET", "hunter2-hunter2")
+    found = problems(base(source={"type": "counting", "records": "{{ secret('REC_SECRET') }}"}))
+    assert all("hunter2" not in p for p in found)
+
+
+def test_the_template_sandbox_blocks_python_internals() -> None:
+    found = problems(base(destination={"type": "memory", "name": "{{ ''.__class__.__mro__[1].__subclasses__() }}"}))
+    assert "destination.name: template" in found[0] and "unsafe" in found[0]
+
+
+def test_undefined_template_variables_are_errors() -> None:
+    [problem] = problems(base(destination={"type": "memory", "name": "{{ nope }}"}))
+    assert "'nope' is undefined" in problem
+
+
+def test_the_seed_example_shape_validates_with_placeholder_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("""
+job_name: es_to_s3_daily
+runtime: {batch_size: 2000, max_workers: 16, max_in_flight_batches: 8, api_rate_per_sec: 20}
+source:
+  type: counting
+  records: 10
+transform:
+  steps:
+    - type: stamp
+      value: "{{ record.get('app') }}"
+      token: "{{ secret('NOT_SET_ANYWHERE') }}"
+destination: {type: memory}
+""")
+    job = load_job(path, secret_mode="placeholder")
+    assert job.config.runtime.api_rate_per_sec == 20 and job.config.runtime.max_workers == 16
