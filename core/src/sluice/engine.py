@@ -244,9 +244,10 @@ class Engine:
         return True
 
     def _read_loop(self, pr: _PartitionRun, out: queue.SimpleQueue[Any]) -> None:
-        batches = self.source.read(pr.partition, pr.position)
-        iterator = iter(batches)
+        batches: Any = None
         try:
+            batches = self.source.read(pr.partition, pr.position)
+            iterator = iter(batches)
             while not (self.stop.is_set() or pr.failed.is_set()):
                 if not self._acquire(pr):
                     break
