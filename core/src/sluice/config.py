@@ -8,6 +8,7 @@ problem found is collected, so ``sluice validate`` lists them all at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,25 @@ class TransformSection(Strict):
     processes: int = Field(0, ge=0, description="Run the chain in this many processes (0: in threads).")
 
 
+class ScheduleConfig(Strict):
+    """When Airflow runs the job (read by sluice-airflow; ``sluice run`` ignores it).
+
+    Each run covers the data interval ``[data_interval_start, data_interval_end)`` of its cron
+    period, so ``{{ ds }}``/``{{ next_ds }}`` in the job are that run's interval.
+    """
+
+    cron: str = Field("@daily", description="Cron expression or preset (@hourly, @daily, @weekly, @monthly).")
+    start_date: date = Field(description="First data interval starts here.")
+    end_date: date | None = Field(None, description="No runs for intervals after this date.")
+    timezone: str = Field("UTC", description="Timezone of the cron expression.")
+    catchup: bool = Field(False, description="Create runs for every interval since start_date.")
+    retries: int = Field(2, ge=0, description="Task retries.")
+    retry_delay: timedelta = Field(timedelta(minutes=5), description="Delay between retries (s or ISO 8601).")
+    max_active_runs: int = Field(1, ge=1, description="Runs of this DAG at once.")
+    tags: list[str] = Field(default_factory=list, description="DAG tags (sluice is always added).")
+    owner: str = Field("sluice", description="DAG owner.")
+
+
 class JobConfig(Strict):
     """A job file's top level. Component blocks stay raw until their plugin validates them."""
 
@@ -66,8 +86,9 @@ class JobConfig(Strict):
     destination: dict[str, Any]
     dead_letter: dict[str, Any] | None = None
     checkpoints: dict[str, Any] | None = None
-    schedule: dict[str, Any] | None = Field(
-        None, description="Airflow schedule (read by sluice-airflow; ignored by `sluice run`)."
+    schedule: ScheduleConfig | None = Field(None, description="Airflow schedule (ignored by `sluice run`).")
+    staging: str | None = Field(
+        None, description="Airflow staging area between stages: s3://bucket/prefix or a local directory."
     )
 
     @field_validator("source", "destination", "dead_letter", "checkpoints")
