@@ -69,7 +69,12 @@ class Sink(Component):
 
     Calls for one partition come from one thread in order; calls for different partitions
     overlap, so per-partition state must be kept apart (or locked).
+
+    ``role`` is ``"dead_letters"`` when the engine uses the sink as the dead-letter store (it is set
+    before ``open``), so a storage sink can choose other default names for dead-letter files.
     """
+
+    role: str = "data"
 
     def write(self, batch: Batch) -> WriteResult:
         """Write one batch; per-record failures come back as dead letters, not exceptions."""

@@ -70,9 +70,14 @@ class _PartitionRun:
 class Engine:
     """Runs one resolved job once. ``run()`` returns the summary; it never raises for job failures."""
 
-    def __init__(self, job: Job, *, resume: bool = False, metrics: Metrics | None = None) -> None:
+    def __init__(self, job: Job, *, resume: bool = False, metrics: Metrics | None = None,
+                 partitions: list[str] | None = None, commit: bool = True) -> None:
+        """``partitions`` limits the run to those partition keys (Airflow maps one task per partition);
+        ``commit=False`` leaves the destination uncommitted for a later step (Airflow's finalize)."""
         self.job = job
         self.resume = resume
+        self.only = set(partitions) if partitions is not None else None
+        self.commit = commit
         self.metrics = metrics or Metrics()
         self.ctx = RunContext(
             job_name=job.name,
@@ -124,6 +129,7 @@ class Engine:
         self.chain = Chain([s.build() for s in job.steps], [s.type for s in job.steps])
         self.sink: Sink = job.destination.build()
         self.dead_letters: Sink = job.dead_letter.build()
+        self.dead_letters.role = "dead_letters"  # lets a storage sink pick dead-letter names and markers
         self.checkpoints: CheckpointStore = job.checkpoints.build()
         self.checkpoints.open(self.ctx)
 
@@ -138,12 +144,14 @@ class Engine:
             sink, dead_letters = getattr(self, "sink", None), getattr(self, "dead_letters", None)
             if sink is not None and sink in opened:
                 if summary.status == "succeeded":
-                    sink.commit()
+                    if self.commit:
+                        sink.commit()
                 else:
                     sink.abort()
             if dead_letters is not None and dead_letters in opened:
                 if finished:
-                    dead_letters.commit()
+                    if self.commit:
+                        dead_letters.commit()
                 else:
                     dead_letters.abort()
         except Exception as exc:
@@ -170,11 +178,19 @@ class Engine:
                 self.log.warning("a transform keeps state over the whole run: resuming restarts every partition")
                 states = {}
                 self.checkpoints.clear(job_name, run_id)
-        else:
+        elif self.only is None:
             self.checkpoints.clear(job_name, run_id)
+        else:
+            for key in self.only:  # a task for some partitions starts those over, and leaves the others
+                self.checkpoints.save(job_name, run_id, key, {"seq": -1, "position": None, "done": False})
         keep_positions = self.chain.state_scope() == "batch"
         plan: list[_PartitionRun] = []
         partitions = list(self.source.partitions())
+        if self.only is not None:
+            unknown = self.only - {p.key for p in partitions}
+            if unknown:
+                raise PermanentError(f"the source has no partition(s) {sorted(unknown)}")
+            partitions = [p for p in partitions if p.key in self.only]
         self.partitions_total = len(partitions)
         for p in partitions:
             state = states.get(p.key)
