@@ -25,9 +25,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/sluice run examples/jobs/local_jsonl.yaml --ds 2024-01-01
+	$(VENV)/bin/sluice demo
 
 bench: install
+	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install

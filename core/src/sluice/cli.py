@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="JSON Schema of the job file for the installed plugins")
     schema.add_argument("-o", "--output", type=Path)
+
+    demo = sub.add_parser("demo", help="run the example jobs on embedded OpenSearch and S3 servers")
+    demo.add_argument("--out", default="out/demo", help="where to leave copies of the output")
+    demo.add_argument("--events", type=int, default=50_000, help="log events to seed")
     return p
 
 
@@ -253,6 +257,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         print(text)
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import main as demo
+
+    return demo(args.out, args.events)
 
 
 if __name__ == "__main__":  # pragma: no cover

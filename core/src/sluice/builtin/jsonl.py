@@ -179,8 +179,8 @@ class JsonlSink(Sink):
         for partition in list(self._open):
             self._finish(partition)
         parts = sorted(p for p in self.dir.glob("part-*")) if self.dir.is_dir() else []
-        if not parts and not self.config.markers_when_empty:
-            return
+        if not parts and (not self.config.markers_when_empty or self.role == "dead_letters"):
+            return  # no dead letters: leave nothing behind
         files = [{"name": p.name, **(self._closed.get(p.name) or _describe(p))} for p in parts]
         manifest = {
             "job": self.ctx.job_name,

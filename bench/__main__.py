@@ -1,0 +1,192 @@
+"""``make bench``: start the servers in their own processes, seed them, and measure each Sluice job
+beside its floor in the same run. Writes bench/results/latest.json, latest.md and latest.png."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from sluice.demo import servers
+
+from . import data, report
+from .harness import median, run_process, sluice_cmd
+
+RESULTS = Path(__file__).parent / "results"
+BUCKET = "bench"
+
+
+def job_file(tmp: Path, name: str, source: dict[str, Any], destination: dict[str, Any],
+             steps: list[dict[str, Any]] | None = None, runtime: dict[str, Any] | None = None) -> Path:
+    path = tmp / f"{name}.yaml"
+    job = {"job_name": name, "runtime": runtime or {}, "source": source, "destination": destination,
+           "transform": {"steps": steps or []},
+           "dead_letter": {"type": "jsonl", "path": str(tmp / "dead" / name)},
+           "checkpoints": {"type": "local", "path": str(tmp / "checkpoints")}}
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+class Bench:
+    def __init__(self, docs: int, reps: int, big: int) -> None:
+        self.docs, self.reps, self.big = docs, reps, big
+        self.tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_DEFAULT_REGION": "us-east-1", "SLUICE_NO_PROGRESS": "1"}
+        self.env.pop("AWS_PROFILE", None)
+        self.results: dict[str, Any] = {}
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        self.es = servers.start_opensearch()
+        self.s3 = servers.start_s3()
+        servers.create_bucket(self.s3.url, BUCKET)
+        t0 = time.monotonic()
+        servers.bulk_index(self.es.url, "bench-src", data.docs(self.docs))
+        data.seed_s3(self.s3.url, BUCKET, "src", self.docs)
+        self.log(f"seeded {self.docs:,} docs of ~1 KB into OpenSearch and S3 in {time.monotonic() - t0:.1f} s")
+
+    def stop(self) -> None:
+        for server in (getattr(self, "s3", None), getattr(self, "es", None)):
+            if server:
+                server.stop()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def es_block(self, index: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "opensearch", "hosts": [self.es.url], "index": index, **extra}
+
+    def s3_block(self, uri: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "s3", "uri": uri, "endpoint_url": self.s3.url, **extra}
+
+    def sluice(self, name: str, job: Path, before: Any = None) -> dict[str, Any]:
+        runs = []
+        for rep in range(self.reps):
+            if before:
+                before(rep)
+            runs.append(run_process(sluice_cmd(job, self.tmp / f"{name}.json"), self.env, self.tmp / f"{name}.json"))
+        return median(runs)
+
+    def floor(self, name: str, args: list[str], before: Any = None) -> dict[str, Any]:
+        runs = []
+        for rep in range(self.reps):
+            if before:
+                before(rep)
+            out = self.tmp / f"floor-{name}.json"
+            cmd = [sys.executable, "-m", "bench.floors", name, "--es", self.es.url, "--s3", self.s3.url,
+                   "--bucket", BUCKET, "--report", str(out), *args]
+            runs.append(run_process(cmd, self.env, out))
+        return median(runs)
+
+    def drop_index(self, index: str) -> None:
+        try:
+            servers.http("DELETE", f"{self.es.url}/{index}")
+        except Exception:
+            pass
+
+    def record(self, key: str, sluice: dict[str, Any], floor: dict[str, Any] | None, target: float | None,
+               note: str) -> None:
+        ratio = sluice["docs_per_s"] / floor["docs_per_s"] if floor else None
+        self.results[key] = {"sluice": sluice, "floor": floor, "ratio": ratio, "target_ratio": target, "note": note}
+        shown = f"{ratio:.2f}x floor" if ratio else "no floor"
+        self.log(f"{key:28s} {sluice['docs_per_s']:>10,.0f} docs/s  {shown}  "
+                 f"cpu {sluice['cpu_us_per_doc']:.0f} µs/doc  rss {sluice['max_rss_mb']:.0f} MB")
+
+    # -- scenarios ------------------------------------------------------------------------------
+    def es_to_s3(self) -> None:
+        floor = self.floor("es_to_s3", ["--index", "bench-src", "--prefix", "floor-es2s3"])
+        for slices in (1, 2, 4):
+            job = job_file(self.tmp, f"es_to_s3_s{slices}",
+                           self.es_block("bench-src", slices=slices, pagination="scroll"),
+                           self.s3_block(f"s3://{BUCKET}/es2s3-s{slices}"))
+            result = self.sluice(f"es_to_s3_s{slices}", job)
+            self.record(f"ES→S3 slices={slices}", result, floor, 1.5,
+                        "scroll → orjson → gzip → put_object, sequential")
+
+    def s3_to_es(self) -> None:
+        floor = self.floor("s3_to_es", ["--index", "bench-floor", "--prefix", "src"],
+                           before=lambda rep: self.drop_index("bench-floor"))
+        job = job_file(self.tmp, "s3_to_es", self.s3_block(f"s3://{BUCKET}/src"),
+                       self.es_block("bench-dst", batch_size=2000))
+        result = self.sluice("s3_to_es", job, before=lambda rep: self.drop_index("bench-dst"))
+        self.record("S3→ES", result, floor, 0.9, "helpers.bulk of the same docs already in memory, chunk 2,000")
+
+    def es_to_es(self) -> None:
+        floor = self.floor("es_to_es", ["--index", "bench-src", "--dest", "bench-floor-reindex"],
+                           before=lambda rep: self.drop_index("bench-floor-reindex"))
+        steps = [{"type": "filter", "where": "record.get('level') != 'DEBUG'"},
+                 {"type": "rename", "fields": {"app": "service"}},
+                 {"type": "cast", "fields": {"latency_ms": "int"}}]
+        job = job_file(self.tmp, "es_to_es", self.es_block("bench-src", slices=2, pagination="scroll"),
+                       self.es_block("bench-reindex"), steps)
+        result = self.sluice("es_to_es", job, before=lambda rep: self.drop_index("bench-reindex"))
+        self.record("ES→ES reindex + 3 transforms", result, floor, None,
+                    "scroll → same transforms in Python → helpers.bulk, sequential")
+
+    def s3_to_s3(self) -> None:
+        floor = self.floor("s3_to_s3", ["--prefix", "src", "--dest", "floor-zstd"])
+        job = job_file(self.tmp, "s3_to_s3", self.s3_block(f"s3://{BUCKET}/src"),
+                       self.s3_block(f"s3://{BUCKET}/recompressed", compression="zstd"))
+        self.record("S3→S3 gzip→zstd", self.sluice("s3_to_s3", job), floor, None,
+                    "list → get → gunzip → zstd → put, object by object")
+
+    def memory(self) -> None:
+        small = self.results["ES→S3 slices=1"]["sluice"]
+        t0 = time.monotonic()
+        servers.bulk_index(self.es.url, "bench-big", data.docs(self.big, seed=2))
+        self.log(f"seeded {self.big:,} more docs in {time.monotonic() - t0:.1f} s")
+        job = job_file(self.tmp, "es_to_s3_big", self.es_block("bench-big", pagination="scroll"),
+                       self.s3_block(f"s3://{BUCKET}/es2s3-big"))
+        reps, self.reps = self.reps, 1
+        big = self.sluice("es_to_s3_big", job)
+        self.reps = reps
+        self.drop_index("bench-big")
+        self.results["memory"] = {"docs": [small["docs"], big["docs"]],
+                                  "max_rss_mb": [small["max_rss_mb"], big["max_rss_mb"]], "target_mb": 300}
+        self.log(f"peak RSS: {small['max_rss_mb']:.0f} MB at {small['docs']:,} docs, "
+                 f"{big['max_rss_mb']:.0f} MB at {big['docs']:,} docs")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench")
+    p.add_argument("--docs", type=int, default=100_000)
+    p.add_argument("--big", type=int, default=500_000, help="docs for the memory run (0 to skip)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--only", nargs="*", help="es_to_s3 s3_to_es es_to_es s3_to_s3")
+    a = p.parse_args()
+    bench = Bench(a.docs, a.reps, a.big)
+    started = time.monotonic()
+    try:
+        bench.start()
+        for name in a.only or ["es_to_s3", "s3_to_es", "es_to_es", "s3_to_s3"]:
+            getattr(bench, name)()
+        if a.big and "ES→S3 slices=1" in bench.results:
+            bench.memory()
+    finally:
+        bench.stop()
+    out = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "docs": a.docs, "reps": a.reps, "duration_s": round(time.monotonic() - started, 1),
+        "results": bench.results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    table = report.table(out)
+    (RESULTS / "latest.md").write_text(table)
+    report.chart(out, RESULTS / "latest.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
