@@ -83,7 +83,9 @@ class JobConfig(Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     source: dict[str, Any]
     transform: TransformSection = Field(default_factory=TransformSection)
-    destination: dict[str, Any]
+    destination: dict[str, Any] | None = Field(
+        None, description="Where records go. Default: gzip JSON Lines under out/{job_name}/date={ds}."
+    )
     dead_letter: dict[str, Any] | None = None
     checkpoints: dict[str, Any] | None = None
     schedule: ScheduleConfig | None = Field(None, description="Airflow schedule (ignored by `sluice run`).")
@@ -221,7 +223,9 @@ def load_job(
     src = resolve("source", config.source, "source")
     steps = [resolve("transform", step if isinstance(step, dict) else {"type": None}, f"transform.steps[{i}]")
              for i, step in enumerate(config.transform.steps)]
-    dst = resolve("sink", config.destination, "destination")
+    dst_block = config.destination or {"type": "jsonl", "path": f"out/{config.job_name}/date={variables['ds']}",
+                                       "compression": "gzip"}
+    dst = resolve("sink", dst_block, "destination")
     dl_block = config.dead_letter or {"type": "jsonl", "path": f".sluice/dead_letters/{config.job_name}/{run_id}"}
     dl = resolve("sink", dl_block, "dead_letter")
     cp_block = config.checkpoints or {"type": "local"}
