@@ -1,0 +1,148 @@
+"""Bulk loading with per-item results: retry what is transient, dead-letter what is not.
+
+Every bulk request is retried as a whole on connection errors, 429 and 5xx; after each response
+only the items that answered 429/5xx are sent again. Both share one jittered backoff budget
+(``runtime.retry``), and every re-sent request counts as a retry. 4xx items become dead letters
+with the cluster's error type and reason; ``create`` on an existing id counts as written.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sluice import Batch, Sink, TransientError, WriteResult
+from sluice.retry import retry_call
+
+from .bulk import Action, ActionBuilder, Outcome, chunks, read_response
+from .cluster import Cluster, connect
+from .config import EsSinkConfig
+from .errors import ClusterBusy, PayloadTooLarge, RequestRejected
+
+
+class BulkItemsFailed(TransientError):
+    """Some bulk items still answered 429/5xx when the retry budget ran out."""
+
+
+class EsSink(Sink):
+    """Writes records to Elasticsearch or OpenSearch with the bulk API, idempotently by document id."""
+
+    type = "elasticsearch"
+    aliases = ("opensearch",)
+    Config = EsSinkConfig
+    config: EsSinkConfig
+
+    def open(self, ctx: Any) -> None:
+        super().open(ctx)
+        self.log = ctx.logger(self.type)
+        cfg = self.config
+        index_of = None
+        if cfg.index is not None:
+            render = ctx.compile(cfg.index, "destination.index")
+            constant = None if "{" in cfg.index else cfg.index
+            index_of = (lambda _r, c=constant: c) if constant else (lambda r: render(record=r))
+        routing_of = None
+        if cfg.routing is not None:
+            render_routing = ctx.compile(cfg.routing, "destination.routing")
+            routing_of = lambda r: render_routing(record=r)  # noqa: E731
+        self.builder = ActionBuilder(cfg.op_type, cfg.id, cfg.id_fields, index_of, routing_of, cfg.retry_on_conflict)
+        self.cluster: Cluster = connect(cfg, ctx)  # last: nothing after it can fail and leak the client
+        self._lock = threading.Lock()
+        self._indices: set[str] = set()  # written to (refresh at commit)
+        self._ready: set[str] = set()  # checked or created (create_index)
+
+    def describe(self) -> str:
+        cluster = getattr(self, "cluster", None)
+        where = cluster.where if cluster else ", ".join(self.config.hosts)
+        return f"{where}/{self.config.index or '<record _index>'}"
+
+    def write(self, batch: Batch) -> WriteResult:
+        actions, dead = self.builder.build(batch.records)
+        written = 0
+        todo = list(chunks(actions, self.config.batch_size, self.config.max_bytes))
+        while todo:
+            chunk = todo.pop(0)
+            self._prepare({a.index for a in chunk})
+            try:
+                outcome = self._send(chunk)
+            except PayloadTooLarge:
+                if len(chunk) == 1:
+                    raise
+                # a limit below max_bytes (a proxy, a small managed instance): send it in halves
+                half = len(chunk) // 2
+                todo[:0] = [chunk[:half], chunk[half:]]
+                self.log.warning("bulk request too large; splitting it", documents=len(chunk))
+                continue
+            written += outcome.written
+            dead.extend(outcome.dead)
+        return WriteResult(written=written, dead_letters=dead)
+
+    def _send(self, chunk: list[Action]) -> Outcome:
+        """Send one chunk until every item is written or dead-lettered (or the retry budget runs out)."""
+        cluster, dialect, pipeline = self.cluster, self.cluster.dialect, self.config.pipeline
+        total = Outcome()
+        pending = chunk
+
+        def attempt() -> None:
+            nonlocal pending
+            payload = b"".join([a.payload for a in pending])
+            response = cluster.call(lambda: dialect.bulk(cluster.client, payload, pipeline),
+                                    f"bulk-writing {len(pending)} documents")
+            outcome = read_response(self.config.op_type, pending, response)
+            total.written += outcome.written
+            total.dead.extend(outcome.dead)
+            total.conflicts += outcome.conflicts
+            if outcome.retry:
+                self.ctx.metrics.add("es_bulk_items_retried", len(outcome.retry))
+                pending = outcome.retry
+                reasons = ", ".join(f"{n} x {r}" for r, n in outcome.retry_reasons.items())
+                raise BulkItemsFailed(f"{cluster.product} at {cluster.where}: {len(outcome.retry)} bulk items "
+                                      f"not written yet ({reasons})")
+
+        # retries are counted here (metrics) rather than in WriteResult.retries, so they show even
+        # when the budget runs out and the engine retries the whole batch
+        retry_call(attempt, self.ctx.retry, retry_on=lambda e: isinstance(e, TransientError),
+                   metrics=self.ctx.metrics)
+        if total.conflicts:
+            self.ctx.metrics.add("es_create_conflicts", total.conflicts)
+        return total
+
+    def _prepare(self, indices: set[str]) -> None:
+        """Create missing target indices before their first write, when ``create_index`` asks for it."""
+        new = indices - self._ready
+        if not new:
+            return
+        with self._lock:
+            new = indices - self._ready
+            self._indices |= new
+            if self.config.create_index is None:
+                self._ready |= new
+                return
+            cluster = self.cluster
+            for name in sorted(new):
+                if not cluster.retried(lambda n=name: cluster.dialect.index_exists(cluster.client, n),
+                                       f"checking index {name!r}"):
+                    try:
+                        cluster.retried(lambda n=name: cluster.dialect.create_index(
+                            cluster.client, n, dict(self.config.create_index or {})), f"creating index {name!r}")
+                    except RequestRejected as exc:
+                        if "already_exists" not in str(exc):  # another thread or job made it first
+                            raise
+                    self.log.info("created index", index=name)
+                self._ready.add(name)
+
+    def commit(self) -> None:
+        if not self.config.refresh or not self._indices:
+            return
+        cluster = self.cluster
+        names = sorted(self._indices)
+        try:
+            cluster.retried(lambda: cluster.dialect.refresh(cluster.client, names), f"refreshing {','.join(names)}")
+        except ClusterBusy as exc:  # the data is written; a failed refresh only delays visibility
+            self.log.warning("refresh failed", error=str(exc))
+
+    def close(self) -> None:
+        cluster = getattr(self, "cluster", None)
+        if cluster is not None:
+            cluster.close()
+            self.cluster = None  # type: ignore[assignment]
