@@ -50,6 +50,7 @@ class _PartitionRun:
     complete: bool = False  # the source was read to the end
     error: str | None = None
     failed_stage: str | None = None
+    failed_at: float = float("inf")
     failed: threading.Event = field(default_factory=threading.Event)
     discard: threading.Event = field(default_factory=threading.Event)  # drop queued batches (downstream failed)
     written_seq: int | None = None
@@ -60,6 +61,7 @@ class _PartitionRun:
     def fail(self, stage: str, exc: BaseException) -> None:
         if not self.failed.is_set():
             self.error, self.failed_stage = f"{stage}: {_describe(exc)}", stage
+            self.failed_at = time.monotonic()
             self.failed.set()
         if stage != "source":
             # a source failure lets batches already read go through and be checkpointed; a transform or
@@ -223,7 +225,8 @@ class Engine:
                 self.stop.set()
                 wait(futures)
                 raise
-        for pr in plan:
+        # the partition that failed first is the cause; the others were stopped because of it
+        for pr in sorted(plan, key=lambda p: p.failed_at):
             if pr.error is not None or not pr.complete:
                 failures.append(PartitionFailure(pr.partition.key, pr.error or "not finished (run stopped)",
                                                  pr.saved_position, pr.saved_seq))
@@ -479,7 +482,7 @@ def _init_worker(payload: dict[str, Any]) -> None:
     ctx = RunContext(
         job_name=payload["job"], run_id=payload["run_id"], interval=Interval(*payload["interval"]),
         runtime=RuntimeConfig.model_validate(payload["runtime"]),
-        renderer=Renderer(payload["variables"], _no_secrets),
+        renderer=Renderer(payload["variables"], lambda name: _worker_secret(registry, name)),
     )
     for i, raw in enumerate(payload["steps"]):
         klass, config = registry.validate("transform", raw, f"transform.steps[{i}]")
@@ -490,8 +493,14 @@ def _init_worker(payload: dict[str, Any]) -> None:
     _worker_chain = Chain(steps, types)
 
 
-def _no_secrets(name: str) -> str:
-    raise ConfigError(f"secret({name!r}) cannot be resolved inside a transform process")
+def _worker_secret(registry: Any, name: str) -> str:
+    """``secret()`` in a transform process: the same hook as in the parent (the environment is inherited)."""
+    from . import secrets
+
+    value = registry.hook().sluice_resolve_secret(name=str(name))
+    if value is None:
+        raise ConfigError(f"secret {name!r} is not set")
+    return secrets.remember(str(value))
 
 
 def _pool_apply(batch: Batch) -> tuple[Batch, Any]:
