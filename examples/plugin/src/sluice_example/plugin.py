@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from sluice import ComponentConfig, Record, RecordTransform, hookimpl
 
 
 class RedactConfig(ComponentConfig):
     """Which fields to redact, and with what."""
 
-    fields: list[str]
-    mask: str = "***"
+    fields: list[str] = Field(description="Top-level fields whose values are replaced.")
+    mask: str = Field("***", description="The replacement value.")
 
 
 class Redact(RecordTransform):
