@@ -103,13 +103,7 @@ class FaultProxy:
                     status, headers, data = fault.rewrite(status, headers, body, data)
                 if fault and fault.truncate and len(data) > 1:
                     proxy._record(self.command, self.path, status, "truncate")
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
-                            self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data[: len(data) // 2])
+                    self._send(status, headers, data, cut=len(data) // 2)
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -117,7 +111,8 @@ class FaultProxy:
                 proxy._record(self.command, self.path, status, "rewrite" if fault and fault.rewrite else None)
                 self._send(status, headers, data)
 
-            def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+            def _send(self, status: int, headers: dict[str, str], data: bytes, cut: int | None = None) -> None:
+                """Send a response announcing all of ``data``; with ``cut``, only that many bytes follow."""
                 self.send_response(status)
                 for k, v in headers.items():
                     if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
@@ -125,7 +120,7 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(data)
+                    self.wfile.write(data if cut is None else data[:cut])
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
