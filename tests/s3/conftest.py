@@ -1,0 +1,16 @@
+"""Fixtures for the S3 plugin tests: a fresh bucket on a freshly reset moto."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .helpers import BUCKET
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """An empty bucket on a freshly reset moto."""
+    s3.create_bucket(Bucket=BUCKET)
+    return BUCKET
