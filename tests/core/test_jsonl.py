@@ -121,3 +121,16 @@ def test_missing_source_path_is_a_clear_error(tmp_path: Path) -> None:
     summary = run_job({"job_name": "nope", "source": {"type": "jsonl", "path": str(tmp_path / "missing")},
                        "destination": {"type": "jsonl", "path": "out"}})
     assert summary.status == "failed" and f"no such file or directory: {tmp_path / 'missing'}" in summary.error
+
+
+def test_a_truncated_zstd_file_fails_instead_of_reading_short(tmp_path: Path) -> None:
+    import zstandard
+
+    whole = zstandard.ZstdCompressor().compress(("\n".join(records(2000)) + "\n").encode())
+    path = tmp_path / "in/cut.jsonl.zst"
+    path.parent.mkdir()
+    path.write_bytes(whole[: len(whole) // 2])
+    summary = run_job({"job_name": "cutzst", "runtime": {"batch_size": 100},
+                       "source": {"type": "jsonl", "path": str(path)},
+                       "destination": {"type": "jsonl", "path": "out"}})
+    assert summary.status == "failed" and "truncated" in summary.error

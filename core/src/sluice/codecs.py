@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from typing import BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from .errors import ConfigError
 
@@ -35,13 +35,67 @@ def _zstandard():
 
 
 def open_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:
-    """A streaming decompressing reader over ``raw``; never reads the whole stream into memory."""
+    """A streaming decompressing reader over ``raw``; never reads the whole stream into memory.
+
+    Truncated or corrupt data raises (``EOFError``, ``OSError``...) after everything decodable
+    before it was handed out, for gzip and zstd alike.
+    """
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
-        reader = _zstandard().ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(_ZstdReader(raw), buffer_size=CHUNK)  # type: ignore[return-value]
     return raw
+
+
+CHUNK = 1 << 20
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a stream of zstd frames, noticing truncation.
+
+    python-zstandard's ``stream_reader`` simply ends when its input stops inside a frame, so a
+    truncated ``.zst`` file would read as a shorter, valid one. This decodes frame by frame and
+    raises ``EOFError`` when the input ends inside a frame.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._new = _zstandard().ZstdDecompressor().decompressobj
+        self._raw = raw
+        self._frame: Any = None  # the frame being decoded; None between frames
+        self._out = memoryview(b"")
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            if self._done:
+                return 0
+            data = self._raw.read(CHUNK)
+            if not data:
+                self._done = True
+                if self._frame is not None:
+                    raise EOFError("zstd data ends inside a frame (truncated)")
+                return 0
+            self._out = memoryview(self._feed(data))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame is None:
+                self._frame = self._new()
+            out.append(self._frame.decompress(data))
+            if self._frame.eof:  # a frame ended: what follows starts the next one
+                data, self._frame = self._frame.unused_data, None
+            else:
+                data = b""
+        return b"".join(out)
 
 
 class Compressor(Protocol):

@@ -23,7 +23,6 @@ from .client import S3Connection, make_client, parse_uri
 from .layout import MISSING, Folders, KeyLayout, PartitionBy
 from .reader import open_object
 from .upload import ObjectWriter, PartPool, Target
-from .zstd_reader import open_zstd
 
 MiB = 1 << 20
 DATA_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/part-{partition}-{seq:05d}.jsonl"
@@ -343,7 +342,7 @@ class S3Sink(Sink):
 
         with open_object(self.client, self.config, self.bucket, key, self.ctx) as raw:
             tee: Any = Tee(raw)
-            stream = open_zstd(tee) if self.config.compression == "zstd" else open_reader(tee, self.config.compression)
+            stream = open_reader(tee, self.config.compression)
             for line in iter_lines(stream):
                 records += 1 if line.strip() else 0
         return {"key": key, "records": records, "bytes": size, "sha256": sha.hexdigest()}

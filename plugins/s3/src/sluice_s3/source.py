@@ -26,7 +26,6 @@ from sluice.retry import retry_call
 from .client import S3Connection, call, is_transient, make_client, parse_uri
 from .listing import KeyFilter, KeyRange, glob_regex, group_keys, list_objects
 from .reader import open_object
-from .zstd_reader import open_zstd
 
 
 class S3SourceConfig(S3Connection):
@@ -213,7 +212,7 @@ class S3Source(Source):
         source = io.BytesIO(fetch.result()) if fetch is not None else open_object(self.client, self.config,
                                                                                    self.bucket, key, self.ctx)
         with source as raw:
-            stream = open_zstd(raw) if compression == "zstd" else open_reader(raw, compression)
+            stream = open_reader(raw, compression)
             lines = _until_damaged(iter_lines(stream), damage)
             for records, dead, line in parse_batches(lines, size, skip=skip, where=where):
                 yield records, dead, line, None
