@@ -211,6 +211,8 @@ def load_job(
 
     def resolve(kind: Kind, block: dict[str, Any], where: str) -> ComponentSpec | None:
         try:
+            expanded = registry.hook().sluice_expand_block(kind=kind, block=block)
+            block = block if expanded is None else expanded
             klass = registry.get(kind, str(block.get("type")), f"{label}: {where}")
             late = late_fields(klass.Config)
             rendered = {k: (v if k in late else renderer.render(v, f"{where}.{k}")) for k, v in block.items()}

@@ -6,7 +6,7 @@ New hooks are only ever added, and existing ones only gain arguments, so plugins
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -44,4 +44,13 @@ def sluice_resolve_secret(name: str) -> str | None:
 
     Core's implementation reads the environment variable ``name`` and runs last, so a plugin
     (an Airflow connection, a vault) can answer first.
+    """
+
+
+@hookspec(firstresult=True)
+def sluice_expand_block(kind: str, block: dict[str, Any]) -> dict[str, Any] | None:
+    """Rewrite a component block before it is rendered and validated; None leaves it as it is.
+
+    For shorthands a plugin understands, e.g. sluice-airflow's ``connection: my_es``, which it
+    expands into the component's own fields (hosts, user, ``secret()`` templates).
     """
