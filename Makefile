@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sluice-installed
-PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e ./dags -e ./examples/plugin
+PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e './dags[airflow]' -e ./examples/plugin
 SOURCES  := core/pyproject.toml plugins/es/pyproject.toml plugins/s3/pyproject.toml \
             plugins/transforms/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml requirements-test.txt
 
