@@ -40,9 +40,10 @@ class Bench:
     def __init__(self, docs: int, reps: int, big: int) -> None:
         self.docs, self.reps, self.big = docs, reps, big
         self.tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                    "AWS_DEFAULT_REGION": "us-east-1", "SLUICE_NO_PROGRESS": "1"}
-        self.env.pop("AWS_PROFILE", None)
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1"})  # moto's; never real credentials
+        os.environ.pop("AWS_PROFILE", None)
+        self.env = {**os.environ, "SLUICE_NO_PROGRESS": "1"}
         self.results: dict[str, Any] = {}
 
     def log(self, text: str) -> None:
@@ -53,6 +54,7 @@ class Bench:
         self.s3 = servers.start_s3()
         servers.create_bucket(self.s3.url, BUCKET)
         t0 = time.monotonic()
+        servers.create_index(self.es.url, "bench-src", data.MAPPINGS)
         servers.bulk_index(self.es.url, "bench-src", data.docs(self.docs))
         data.seed_s3(self.s3.url, BUCKET, "src", self.docs)
         self.log(f"seeded {self.docs:,} docs of ~1 KB into OpenSearch and S3 in {time.monotonic() - t0:.1f} s")
@@ -143,6 +145,7 @@ class Bench:
     def memory(self) -> None:
         small = self.results["ES→S3 slices=1"]["sluice"]
         t0 = time.monotonic()
+        self.drop_index("bench-big")
         servers.bulk_index(self.es.url, "bench-big", data.docs(self.big, seed=2))
         self.log(f"seeded {self.big:,} more docs in {time.monotonic() - t0:.1f} s")
         job = job_file(self.tmp, "es_to_s3_big", self.es_block("bench-big", pagination="scroll"),

@@ -10,6 +10,15 @@ from sluice.demo.data import events
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
 
 
+# A log index as one would map it: keywords, one analysed message, the bulky detail stored but not indexed
+MAPPINGS = {"mappings": {"properties": {
+    "@timestamp": {"type": "date"}, "app": {"type": "keyword"}, "service": {"type": "keyword"},
+    "host": {"type": "keyword"}, "level": {"type": "keyword"}, "message": {"type": "text"},
+    "latency_ms": {"type": "long"}, "user_id": {"type": "keyword"}, "tags": {"type": "keyword"},
+    "detail": {"type": "text", "index": False},
+}}}
+
+
 def docs(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(id, doc)`` pairs of about 1 KB of JSON each, all valid (no dead letters)."""
     for doc_id, event in events(n, seed=seed, bad_every=0):
