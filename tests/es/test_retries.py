@@ -79,7 +79,7 @@ def test_items_that_keep_failing_fail_the_run_without_losing_them(os_url: str, f
 def test_searches_answering_503_are_retried(os_url: str, seeded: Any, fault_proxy: Any) -> None:
     seeded("logs", 300)
     proxy = fault_proxy(os_url)
-    proxy.add(method="POST", path=r"^/_search\?", status=503, times=2,
+    proxy.add(method="POST", path=r"^/_search(\?|$)", status=503, times=2,
               body=b'{"error":{"type":"search_phase_execution_exception","reason":"busy"}}')
     summary = run_job({
         "job_name": "extract", "runtime": {"retry": FAST_RETRY},

@@ -44,17 +44,17 @@ class Dialect:
         """``GET /``: name, version and distribution of the cluster."""
         return dict(client.info())
 
-    def search(self, client: Any, body: dict[str, Any], *, index: list[str] | None, filter_path: str,
+    def search(self, client: Any, body: dict[str, Any], *, index: list[str] | None, filter_path: str | None,
                scroll: str | None = None) -> dict[str, Any]:
         """One search request; opens a scroll when ``scroll`` (its keep-alive) is given."""
-        params: dict[str, Any] = {"filter_path": filter_path}
+        params: dict[str, Any] = {"filter_path": filter_path} if filter_path else {}
         if scroll:
             params["scroll"] = scroll
         if index:
             params["index"] = ",".join(index)
         return client.search(body=body, **params)  # type: ignore[no-any-return]
 
-    def scroll(self, client: Any, scroll_id: str, keep_alive: str, filter_path: str) -> dict[str, Any]:
+    def scroll(self, client: Any, scroll_id: str, keep_alive: str, filter_path: str | None) -> dict[str, Any]:
         """The next page of a scroll."""
         return client.scroll(body={"scroll_id": scroll_id, "scroll": keep_alive},  # type: ignore[no-any-return]
                              filter_path=filter_path)
@@ -169,7 +169,7 @@ class ElasticsearchDialect(Dialect):
             params["pipeline"] = pipeline
         return client.bulk(operations=payload, **params)  # type: ignore[no-any-return]
 
-    def scroll(self, client: Any, scroll_id: str, keep_alive: str, filter_path: str) -> dict[str, Any]:
+    def scroll(self, client: Any, scroll_id: str, keep_alive: str, filter_path: str | None) -> dict[str, Any]:
         return client.scroll(scroll_id=scroll_id, scroll=keep_alive,  # type: ignore[no-any-return]
                              filter_path=filter_path)
 
