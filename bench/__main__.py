@@ -51,6 +51,7 @@ class Bench:
 
     def start(self) -> None:
         self.es = servers.start_opensearch()
+        self.es_url = self.es.url
         self.s3 = servers.start_s3()
         servers.create_bucket(self.s3.url, BUCKET)
         t0 = time.monotonic()
@@ -66,7 +67,7 @@ class Bench:
 
     # -- helpers --------------------------------------------------------------------------------
     def es_block(self, index: str, **extra: Any) -> dict[str, Any]:
-        return {"type": "opensearch", "hosts": [self.es.url], "index": index, **extra}
+        return {"type": "opensearch", "hosts": [self.es_url], "index": index, **extra}
 
     def s3_block(self, uri: str, **extra: Any) -> dict[str, Any]:
         return {"type": "s3", "uri": uri, "endpoint_url": self.s3.url, **extra}
@@ -85,7 +86,7 @@ class Bench:
             if before:
                 before(rep)
             out = self.tmp / f"floor-{name}.json"
-            cmd = [sys.executable, "-m", "bench.floors", name, "--es", self.es.url, "--s3", self.s3.url,
+            cmd = [sys.executable, "-m", "bench.floors", name, "--es", self.es_url, "--s3", self.s3.url,
                    "--bucket", BUCKET, "--report", str(out), *args]
             runs.append(run_process(cmd, self.env, out))
         return median(runs)
@@ -114,6 +115,29 @@ class Bench:
             result = self.sluice(f"es_to_s3_s{slices}", job)
             self.record(f"ES→S3 slices={slices}", result, floor, 1.5,
                         "scroll → orjson → gzip → put_object, sequential")
+
+    def es_to_s3_remote(self, delay_ms: float = 5.0) -> None:
+        """The same job with the cluster behind a link that delays every request by ``delay_ms``,
+        as a cluster in another rack or zone would: the floor waits out each page, Sluice's sliced,
+        pipelined reads overlap the waits."""
+        import subprocess
+
+        port = self.es.url.rsplit(":", 1)[1]
+        proxy = subprocess.Popen([sys.executable, "-m", "bench.latency_proxy", port, str(delay_ms)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{proxy.stdout.readline().strip()}"  # type: ignore[union-attr]
+            es, self.es_url = self.es_url, url
+            floor = self.floor("es_to_s3", ["--index", "bench-src", "--prefix", "floor-es2s3-remote"])
+            for slices in (1, 2, 4):
+                job = job_file(self.tmp, f"es_to_s3_remote_s{slices}",
+                               self.es_block("bench-src", slices=slices, pagination="scroll"),
+                               self.s3_block(f"s3://{BUCKET}/es2s3-remote-s{slices}"))
+                self.record(f"ES→S3 +{delay_ms:g} ms link, slices={slices}", self.sluice(f"es_remote_s{slices}", job),
+                            floor, 1.5, f"the same plain script over the same {delay_ms:g} ms link")
+        finally:
+            self.es_url = es
+            proxy.terminate()
 
     def s3_to_es(self) -> None:
         floor = self.floor("s3_to_es", ["--index", "bench-floor", "--prefix", "src"],
@@ -165,13 +189,13 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=100_000)
     p.add_argument("--big", type=int, default=500_000, help="docs for the memory run (0 to skip)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", nargs="*", help="es_to_s3 s3_to_es es_to_es s3_to_s3")
+    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3")
     a = p.parse_args()
     bench = Bench(a.docs, a.reps, a.big)
     started = time.monotonic()
     try:
         bench.start()
-        for name in a.only or ["es_to_s3", "s3_to_es", "es_to_es", "s3_to_s3"]:
+        for name in a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3"]:
             getattr(bench, name)()
         if a.big and "ES→S3 slices=1" in bench.results:
             bench.memory()

@@ -43,8 +43,8 @@ def _scroll(client: Any, index: str) -> Any:
 
 def es_to_s3(a: argparse.Namespace) -> tuple[int, float]:
     """scroll → orjson → gzip → put_object, one object, sequentially."""
+    t0 = time.monotonic()  # like Sluice's run time, the clock includes making the clients
     es, s3 = _os(a.es), _s3(a.s3)
-    t0 = time.monotonic()
     out = io.BytesIO()
     gz = zlib.compressobj(6, zlib.DEFLATED, 31)
     n = 0
@@ -75,8 +75,8 @@ def es_to_es(a: argparse.Namespace) -> tuple[int, float]:
     """scroll → the same transforms in Python → helpers.bulk, sequentially."""
     from opensearchpy import helpers
 
-    es = _os(a.es)
     t0 = time.monotonic()
+    es = _os(a.es)
 
     def actions() -> Any:
         for hits in _scroll(es, a.index):
@@ -99,8 +99,8 @@ def s3_to_s3(a: argparse.Namespace) -> tuple[int, float]:
     """list → get → gunzip → zstd → put, object by object."""
     import zstandard
 
-    s3 = _s3(a.s3)
     t0 = time.monotonic()
+    s3 = _s3(a.s3)
     n = 0
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=a.bucket, Prefix=a.prefix + "/")
     for page in pages:

@@ -8,9 +8,12 @@ sink) report a batch durable, the partition's checkpoint is saved; ``resume`` co
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,15 +102,17 @@ class Engine:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        with _bulk_allocation_gc():
+            return self._run()
+
+    def _run(self) -> RunSummary:
         started = time.monotonic()
         failures: list[PartitionFailure] = []
         error: str | None = None
         opened: list[Component] = []
         try:
             self._build()
-            for component in (self.source, *self.chain.steps, self.sink, self.dead_letters):
-                component.open(self.ctx)
-                opened.append(component)
+            self._open_all([self.source, *self.chain.steps, self.sink, self.dead_letters], opened)
             if self.job.config.transform.processes:
                 self._pool = _start_pool(self.job)
             failures = self._run_partitions()
@@ -124,6 +129,20 @@ class Engine:
         self._finish(summary, opened, finished=not failures and error is None)
         summary.duration_s = time.monotonic() - started
         return summary
+
+    def _open_all(self, components: list[Component], opened: list[Component]) -> None:
+        """Open every component at once: each may connect somewhere (a cluster, a bucket), and
+        those round trips and client set-ups need not wait for each other."""
+        with ThreadPoolExecutor(max_workers=len(components), thread_name_prefix="sluice-open") as pool:
+            futures = [(c, pool.submit(c.open, self.ctx)) for c in components]
+        errors = []
+        for component, future in futures:
+            if future.exception() is None:
+                opened.append(component)
+            else:
+                errors.append(future.exception())
+        if errors:
+            raise errors[0]  # type: ignore[misc]
 
     def _build(self) -> None:
         job = self.job
@@ -441,6 +460,24 @@ class Engine:
         if summary.error is not None:
             summary.status = "failed"
         return summary
+
+
+@contextlib.contextmanager
+def _bulk_allocation_gc() -> Iterator[None]:
+    """Fewer cyclic-GC passes while the run allocates millions of short-lived, acyclic records.
+
+    Parsing a page of hits creates thousands of dicts; with the default thresholds the collector
+    runs every 700 allocations and rescans the batches in flight each time (about 30% of the parse
+    time). Records hold no cycles, so collecting less often frees nothing later. Restored after.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()  # objects from start-up (modules, models) are never scanned again
+    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 # -- process pool ---------------------------------------------------------------------------------

@@ -99,11 +99,10 @@ def connect(config: ConnectionConfig, ctx: RunContext) -> Cluster:
     for host in hosts:  # credentials inside a URL are secrets too
         if "@" in host.split("//", 1)[-1].split("/", 1)[0]:
             remember(host.split("//", 1)[-1].split("@", 1)[0].split(":", 1)[-1])
-    node_class = es_node_class() if config.flavor != "opensearch" else None
     options = {
         "timeout": config.request_timeout_s, "pool": max(10, ctx.runtime.max_workers * 2 + 2),
         "compress": config.http_compress, "verify_certs": config.verify_certs, "ca_certs": config.ca_certs,
-        "client_cert": config.client_cert, "client_key": config.client_key, "node_class": node_class,
+        "client_cert": config.client_cert, "client_key": config.client_key,
         "aws_region": config.aws_sigv4_region, "aws_service": config.aws_sigv4_service,
     }
     flavor = config.flavor or ("opensearch" if config.aws_sigv4_region else None)
@@ -113,6 +112,8 @@ def connect(config: ConnectionConfig, ctx: RunContext) -> Cluster:
     # so it can ask any of the supported servers what they are.
     dialect: Dialect = ElasticsearchDialect() if flavor == "elasticsearch" else OpenSearchDialect()
     product = dialect.product if flavor else "Elasticsearch/OpenSearch"
+    if flavor == "elasticsearch":
+        options["node_class"] = es_node_class()  # elastic-transport is imported only for Elasticsearch
     client = dialect.make_client(hosts, headers, options)
 
     def info() -> dict[str, Any]:
@@ -130,6 +131,7 @@ def connect(config: ConnectionConfig, ctx: RunContext) -> Cluster:
     if flavor is None and not _is_opensearch(details):
         client.close()
         dialect = ElasticsearchDialect()
+        options["node_class"] = es_node_class()
         client = dialect.make_client(hosts, headers, options)
     if isinstance(dialect, ElasticsearchDialect):
         from elasticsearch import __versionstr__
@@ -137,5 +139,5 @@ def connect(config: ConnectionConfig, ctx: RunContext) -> Cluster:
         compat = config.compat_headers
         if compat is None:  # versioned types only where the server surely accepts them
             compat = version[0] == int(__versionstr__.split(".")[0])
-        node_class.plain_json = not compat  # type: ignore[union-attr]
+        options["node_class"].plain_json = not compat
     return Cluster(client, dialect, version, where, ctx)

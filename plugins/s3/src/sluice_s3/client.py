@@ -6,6 +6,9 @@ boto3/botocore are imported inside functions: importing this module stays cheap.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -74,6 +77,12 @@ def endpoint_label(conn: S3Connection) -> str:
     return conn.endpoint_url or f"AWS S3 ({conn.region or 'default region'})"
 
 
+# One boto3 session per set of credentials in the process: a session caches the service model, so
+# the source, sink, dead letters and checkpoints of a job share the ~0.15 s it takes to load it.
+_sessions: dict[tuple[str, str | None, str | None], Any] = {}
+_sessions_lock = threading.Lock()
+
+
 def make_client(conn: S3Connection, metrics: Metrics | None = None) -> Any:
     """A boto3 S3 client for ``conn``; thread-safe, so one per component serves all partitions.
 
@@ -100,14 +109,15 @@ def make_client(conn: S3Connection, metrics: Metrics | None = None) -> Any:
         return value.get_secret_value() if value is not None else None
 
     try:
-        session = boto3.session.Session(
-            aws_access_key_id=secret(conn.access_key_id),
-            aws_secret_access_key=secret(conn.secret_access_key),
-            aws_session_token=secret(conn.session_token),
-            region_name=conn.region,
-            profile_name=conn.profile,
-        )
-        client = session.client("s3", endpoint_url=conn.endpoint_url or None, config=config)
+        credentials = (secret(conn.access_key_id), secret(conn.secret_access_key), secret(conn.session_token))
+        with _sessions_lock:  # boto3 sessions are not thread-safe; the clients they make are
+            key = (hashlib.sha256(repr(credentials).encode()).hexdigest(), conn.region, conn.profile)
+            session = _sessions.get(key)
+            if session is None:
+                session = _sessions[key] = boto3.session.Session(
+                    aws_access_key_id=credentials[0], aws_secret_access_key=credentials[1],
+                    aws_session_token=credentials[2], region_name=conn.region, profile_name=conn.profile)
+            client = session.client("s3", endpoint_url=conn.endpoint_url or None, config=config)
     except botocore.exceptions.ProfileNotFound:
         raise ConfigError(f"s3: AWS profile {conn.profile!r} is not configured (~/.aws/config)") from None
     except ValueError as exc:  # an invalid endpoint URL
