@@ -9,25 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from sluice import CheckpointStore
 from sluice.records import safe_key
 from sluice.retry import retry_call
 
-from .client import S3Connection, call, is_transient, join_key, make_client, parse_uri
+from .client import S3Connection, S3Uri, call, is_transient, join_key, make_client, parse_uri
 
 
 class S3CheckpointsConfig(S3Connection):
     """Where checkpoint objects live."""
 
-    uri: str = Field(description="s3://bucket/prefix for checkpoint objects (one per job, run and partition).")
+    uri: S3Uri = Field(description="s3://bucket/prefix for checkpoint objects (one per job, run and partition).")
 
-    @field_validator("uri")
-    @classmethod
-    def _valid_uri(cls, value: str) -> str:
-        parse_uri(value)
-        return value
 
 
 class S3CheckpointStore(CheckpointStore):

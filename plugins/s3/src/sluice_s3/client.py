@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from sluice import ComponentConfig, ConfigError, PermanentError, SluiceError, TransientError
 
@@ -26,6 +25,15 @@ def parse_uri(uri: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
     return parts.netloc, parts.path.strip("/")
+
+
+def _check_uri(uri: str) -> str:
+    parse_uri(uri)
+    return uri
+
+
+S3Uri = Annotated[str, AfterValidator(_check_uri)]
+"""A config field holding ``s3://bucket/prefix``, checked when the job is validated."""
 
 
 def join_key(*parts: str) -> str:

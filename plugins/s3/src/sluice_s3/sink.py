@@ -12,14 +12,14 @@ import threading
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from sluice import Batch, DeadLetter, PermanentError, Sink, SluiceError, WriteResult
 from sluice.codecs import EXTENSIONS, Compression, compressor, open_reader
 from sluice.lines import dumps_lines, iter_lines
 from sluice.records import safe_key
 
-from .client import S3Connection, make_client, parse_uri
+from .client import S3Connection, S3Uri, make_client, parse_uri
 from .layout import MISSING, Folders, KeyLayout, PartitionBy
 from .reader import open_object
 from .upload import ObjectWriter, PartPool, Target
@@ -32,7 +32,7 @@ DEAD_LETTER_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/dead-letters-{part
 class S3SinkConfig(S3Connection):
     """Where and how to write objects."""
 
-    uri: str = Field(description="s3://bucket/prefix: where output goes ({prefix} in the key template).")
+    uri: S3Uri = Field(description="s3://bucket/prefix: where output goes ({prefix} in the key template).")
     key: str | None = Field(
         None, description="Key template. Jinja ({{ ds }}, {{ run_id }}...) is rendered once; {prefix}, "
                           "{partition}, {seq:05d} and {partition_by} are filled per file. Default: "
@@ -74,11 +74,6 @@ class S3SinkConfig(S3Connection):
     )
     markers_when_empty: bool = Field(True, description="Write manifest and marker even when nothing was written.")
 
-    @field_validator("uri")
-    @classmethod
-    def _valid_uri(cls, value: str) -> str:
-        parse_uri(value)
-        return value
 
 
 class S3Sink(Sink):

@@ -23,7 +23,7 @@ from sluice.codecs import Compression, detect, open_reader
 from sluice.lines import iter_lines, parse_batches
 from sluice.retry import retry_call
 
-from .client import S3Connection, call, is_transient, make_client, parse_uri
+from .client import S3Connection, S3Uri, call, is_transient, make_client, parse_uri
 from .listing import KeyFilter, KeyRange, glob_regex, group_keys, list_objects
 from .reader import open_object
 
@@ -31,7 +31,7 @@ from .reader import open_object
 class S3SourceConfig(S3Connection):
     """Where and what to read."""
 
-    uri: str = Field(description="s3://bucket/prefix: the folder to read (recursively); templated.")
+    uri: S3Uri = Field(description="s3://bucket/prefix: the folder to read (recursively); templated.")
     glob: str | None = Field(
         None, description="Keys to read, relative to the prefix: ** crosses folders (e.g. **/*.jsonl.gz). "
                           "Default: every key whose name does not start with _ or . (skips _SUCCESS, manifests)."
@@ -65,11 +65,6 @@ class S3SourceConfig(S3Connection):
                             "delivering the lines before the damage), or dead-letter it and go on."
     )
 
-    @field_validator("uri")
-    @classmethod
-    def _valid_uri(cls, value: str) -> str:
-        parse_uri(value)
-        return value
 
     @field_validator("modified_since", "modified_until")
     @classmethod
