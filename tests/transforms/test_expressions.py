@@ -179,3 +179,13 @@ def test_sluice_validate_exits_2_on_a_bad_expression(tmp_path: Path) -> None:
     assert "transform.steps[0] (type: filter)" in out
     assert "column" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("record.a or record.b or record.c", 2),
+    ("record.a and record.b and record.c", 0),
+    ("record.b and record.c and record.b", 2),
+    ("record.x or record.a or record.a", 0),
+])
+def test_chains_of_three_or_more_short_circuit_like_python(source: str, expected: object) -> None:
+    assert compile_expression(source)({"a": 0, "b": 2, "c": 3}) == expected

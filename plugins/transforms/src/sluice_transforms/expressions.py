@@ -237,33 +237,21 @@ class _Compiler:
     def _BoolOp(self, node: ast.BoolOp) -> _Node:
         parts = [self.compile(v) for v in node.values]
         fns = [p.fn for p in parts]
-        if isinstance(node.op, ast.And):
-            if len(fns) == 2:
-                a, b = fns
-                return self._fold(node, _Node(lambda r, v: a(r, v) and b(r, v)), *parts)
-
-            def all_of(r: Any, v: Any) -> Any:
-                value = True
-                for f in fns:
-                    value = f(r, v)
-                    if not value:
-                        return value
-                return value
-
-            return self._fold(node, _Node(all_of), *parts)
-        if len(fns) == 2:
+        is_or = isinstance(node.op, ast.Or)  # `or` stops at the first truthy value, `and` at the first falsy
+        if len(fns) == 2:  # the common case, without a loop
             a, b = fns
-            return self._fold(node, _Node(lambda r, v: a(r, v) or b(r, v)), *parts)
+            pair = (lambda r, v: a(r, v) or b(r, v)) if is_or else (lambda r, v: a(r, v) and b(r, v))
+            return self._fold(node, _Node(pair), *parts)
 
-        def any_of(r: Any, v: Any) -> Any:
-            value = False
+        def chain(r: Any, v: Any) -> Any:
+            value = None
             for f in fns:
                 value = f(r, v)
-                if value:
+                if bool(value) is is_or:
                     return value
             return value
 
-        return self._fold(node, _Node(any_of), *parts)
+        return self._fold(node, _Node(chain), *parts)
 
     def _Compare(self, node: ast.Compare) -> _Node:
         left = self.compile(node.left)
