@@ -52,3 +52,9 @@ def test_every_hook_is_in_the_readme() -> None:
     for name, _ in inspect.getmembers(hookspecs, inspect.isfunction):
         if name.startswith("sluice_"):
             assert f"`{name}" in README, f"hook {name} is not documented in README.md"
+
+
+def test_the_plugin_example_in_the_readme_is_the_shipped_package() -> None:
+    code = (Path(__file__).resolve().parents[2] / "examples/plugin/src/sluice_example/plugin.py").read_text()
+    body = code.split('"""', 2)[2].replace("from __future__ import annotations\n\n", "").strip()
+    assert body in README, "README's plugin example differs from examples/plugin"
