@@ -38,7 +38,8 @@ def test_dedup_scope_partition_keeps_partitions_apart_and_frees_them() -> None:
     assert step.apply(batch([{"id": 1}], "p")).records == []
     assert step.state_scope() == "partition"
     step.flush("p")
-    assert "p" not in step._partitions
+    assert "p" not in step._state._partitions
+    assert step.apply(batch([{"id": 1}], "p")).records == [{"id": 1}]  # a fresh start for p's keys
 
 
 def test_dedup_window_is_bounded_lru() -> None:

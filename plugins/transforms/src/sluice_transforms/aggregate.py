@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,6 +11,7 @@ from sluice import Batch, ComponentConfig, Record, Transform
 
 from .keys import key_function, values_of
 from .paths import MISSING, getter, set_path, split_path
+from .scoped import ScopedState
 
 Op = Literal["count", "sum", "min", "max", "avg", "first", "last"]
 
@@ -133,18 +132,10 @@ class Aggregate(Transform):
         self._group_parts = [split_path(f) for f in self.config.group_by]
         self._metrics = [(name, split_path(name), m.op, getter(m.field) if m.field else None, UPDATES[m.op])
                          for name, m in self.config.metrics.items()]
-        self._lock = threading.Lock()
-        self._run = _Groups()
-        self._partitions: dict[str, _Groups] = {}
+        self._state: ScopedState[_Groups] = ScopedState(self.config.emit, _Groups)
 
     def state_scope(self) -> Literal["partition", "run"]:
         return self.config.emit
-
-    def _groups_for(self, partition: str) -> _Groups:
-        if self.config.emit == "run":
-            return self._run
-        with self._lock:
-            return self._partitions.setdefault(partition, _Groups())
 
     def _check(self, record: Record) -> str | None:
         """Why ``record`` cannot be aggregated, or None."""
@@ -161,7 +152,7 @@ class Aggregate(Transform):
         return None
 
     def apply(self, batch: Batch) -> Batch:
-        groups = self._groups_for(batch.partition).groups
+        groups = self._state.get(batch.partition).groups
         key_of, values_of_ = self._key, self._values
         metrics = self._metrics
         n = len(metrics)
@@ -173,8 +164,7 @@ class Aggregate(Transform):
             else:
                 batch.reject(record, reason, "AggregateTypeError")
         keys = [key_of(r) for r in good]
-        # emit: run shares one table between partition threads
-        with self._lock if self.config.emit == "run" else nullcontext():
+        with self._state.guard():
             for record, key in zip(good, keys, strict=True):
                 group = groups.get(key)
                 state = group[1] if group is not None else [None] * n
@@ -195,13 +185,10 @@ class Aggregate(Transform):
         return batch
 
     def flush(self, partition: str | None) -> list[Record]:
-        if (partition is None) != (self.config.emit == "run"):
+        table = self._state.take(partition)
+        if table is None:
             return []
-        with self._lock:
-            table = self._run if partition is None else self._partitions.pop(partition, None)
-            if table is None:
-                return []
-            groups, table.groups = table.groups, {}
+        groups = table.groups
         out: list[Record] = []
         for values, state in groups.values():
             record: Record = {}

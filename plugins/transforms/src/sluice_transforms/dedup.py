@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from contextlib import nullcontext
 from typing import Any, Literal
 
 from cachetools import LRUCache, TTLCache
@@ -13,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sluice import Batch, ComponentConfig, Transform
 
 from .keys import key_function
+from .scoped import ScopedState
 
 
 class Window(BaseModel):
@@ -71,35 +70,22 @@ class Dedup(Transform):
     def open(self, ctx: Any) -> None:
         super().open(ctx)
         self._key = key_function(self.config.keys)
-        self._lock = threading.Lock()
-        self._run = _Seen(self.config.window)
-        self._partitions: dict[str, _Seen] = {}
+        self._state: ScopedState[_Seen] = ScopedState(self.config.scope, lambda: _Seen(self.config.window))
 
     def state_scope(self) -> Literal["partition", "run"]:
         return self.config.scope
-
-    def _seen_for(self, partition: str) -> _Seen:
-        if self.config.scope == "run":
-            return self._run
-        with self._lock:
-            seen = self._partitions.get(partition)
-            if seen is None:
-                seen = self._partitions[partition] = _Seen(self.config.window)
-            return seen
 
     def apply(self, batch: Batch) -> Batch:
         key, digest = self._key, hashlib.blake2b
         # 16-byte digests keep memory flat whatever the key size; collisions are ~2^-64 per pair
         keys = [digest(key(r), digest_size=16).digest() for r in batch.records]
-        seen = self._seen_for(batch.partition)
-        # partitions run in parallel threads: with scope run they share one store, hence the lock
-        with self._lock if self.config.scope == "run" else nullcontext():
+        seen = self._state.get(batch.partition)
+        with self._state.guard():
             first = seen.first_time
             batch.records = [r for r, k in zip(batch.records, keys, strict=True) if first(k)]
         return batch
 
     def flush(self, partition: str | None) -> list[Any]:
-        if partition is not None and self.config.scope == "partition":
-            with self._lock:
-                self._partitions.pop(partition, None)  # the partition is done: free its keys
+        if partition is not None:
+            self._state.take(partition)  # the partition is done: free its keys (scope partition)
         return []
