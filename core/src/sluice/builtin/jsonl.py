@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -202,7 +203,6 @@ class JsonlSink(Sink):
 
 def _describe(path: Path) -> dict[str, Any]:
     """Records, bytes and checksum of a part file written by an earlier attempt of this run."""
-    sha = hashlib.sha256(path.read_bytes())
-    with open(path, "rb") as raw:
-        records = sum(1 for line in iter_lines(open_reader(raw, detect(path.name))) if line.strip())
-    return {"records": records, "bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+    data = path.read_bytes()  # one read serves the checksum and the count
+    records = sum(1 for line in iter_lines(open_reader(io.BytesIO(data), detect(path.name))) if line.strip())
+    return {"records": records, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
