@@ -16,6 +16,7 @@ from sluice import (
     RecordTransform,
     Reject,
     Sink,
+    SinkRun,
     Source,
     Transform,
     TransientError,
@@ -120,10 +121,10 @@ class MemorySink(Sink):
             self.store["records"][record["id"]] = record
         return WriteResult()
 
-    def commit(self) -> None:
+    def commit(self, run: SinkRun) -> None:
         self.store["committed"] = True
 
-    def abort(self) -> None:
+    def abort(self, run: SinkRun) -> None:
         self.store["aborted"] = True
 
 

@@ -109,12 +109,25 @@ def test_a_rerun_overwrites_instead_of_adding_files(tmp_path: Path) -> None:
 
 
 def test_an_aborted_sink_leaves_no_partial_files_and_no_marker(tmp_path: Path) -> None:
-    from sluice import Batch
+    from sluice import Batch, SinkRun
 
     sink = build("sink", {"type": "jsonl", "path": str(tmp_path / "out")}, make_context())
     sink.write(Batch([{"a": 1}], "p", 0))
-    sink.abort()
+    sink.abort(SinkRun())
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_failed_rerun_withdraws_the_earlier_success_marker(tmp_path: Path) -> None:
+    write_lines(tmp_path / "in/a.jsonl", records(30))
+    config = {"job_name": "rerun_fails", "runtime": {"batch_size": 10},
+              "source": {"type": "jsonl", "path": str(tmp_path / "in")},
+              "destination": {"type": "jsonl", "path": "out", "max_records_per_file": 10}}
+    assert run_job(config).status == "succeeded" and Path("out/_SUCCESS").exists()
+    (tmp_path / "in/a.jsonl").write_bytes((tmp_path / "in/a.jsonl").read_bytes()[:-40])  # cut the last line
+    (tmp_path / "in/b.jsonl.gz").write_bytes(b"not gzip at all")
+    summary = run_job(config)
+    assert summary.status == "failed"
+    assert not Path("out/_SUCCESS").exists() and not Path("out/_manifest.json").exists()
 
 
 def test_missing_source_path_is_a_clear_error(tmp_path: Path) -> None:

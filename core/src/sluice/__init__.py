@@ -12,6 +12,7 @@ from .components import (
     ComponentConfig,
     RecordTransform,
     Sink,
+    SinkRun,
     Source,
     Transform,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RecordTransform",
     "Reject",
     "Sink",
+    "SinkRun",
     "SluiceError",
     "Source",
     "Transform",

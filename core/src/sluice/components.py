@@ -9,6 +9,7 @@ and builds the component with the validated config. Components import heavy clie
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -64,17 +65,57 @@ class Source(Component):
         raise NotImplementedError
 
 
-class Sink(Component):
-    """Writes records. One instance serves all partitions, from several threads at once.
+@dataclass(frozen=True)
+class SinkRun:
+    """What a sink's run-level calls (``prepare``, ``commit``, ``abort``) know of the run.
 
-    Calls for one partition come from one thread in order; calls for different partitions
-    overlap, so per-partition state must be kept apart (or locked).
+    These calls may come from a process that wrote nothing (a staged run's ``finalize``), so they
+    get what they need here rather than from the instance's memory:
 
-    ``role`` is ``"dead_letters"`` when the engine uses the sink as the dead-letter store (it is set
-    before ``open``), so a storage sink can choose other default names for dead-letter files.
+    - ``partitions``: every partition key the run wrote into this sink (the sink saw them in
+      ``start_partition``); output of other partitions is an earlier attempt's and may be removed.
+      None when the caller cannot know (then nothing is removed).
+    - ``reports``: what ``report()`` returned in each instance that wrote (any order, one per
+      process or task).
+    - ``resume``: the run continues an earlier attempt of the same run.
     """
 
-    role: str = "data"
+    partitions: tuple[str, ...] | None = None
+    reports: tuple[dict[str, Any], ...] = ()
+    resume: bool = False
+
+
+class Sink(Component):
+    """Writes records, in two phases that may run in different processes.
+
+    The contract (checked by ``sluice.testing.conformance.SinkContract``):
+
+    1. ``prepare(run)`` once per run attempt, before any write. It readies the destination and
+       never removes published output: a step of a staged run may be re-run alone at any time.
+    2. ``start_partition(key, seq)`` before a partition's first write in an instance: the output
+       an earlier attempt wrote for that partition from batch ``seq`` on is replaced (removed
+       now, or overwritten by deterministic names or ids).
+    3. ``write`` / ``finish_partition`` from any number of instances and processes at once, on
+       different partitions. Within an instance, calls for one partition come from one thread in
+       order; calls for different partitions overlap, so per-partition state is kept apart.
+    4. ``report()`` once per writing instance: a small JSON-safe dict of what ``commit`` will
+       need and cannot find in the destination (e.g. the indices written).
+    5. ``commit(run)`` once, possibly on a fresh instance in another process that wrote nothing:
+       make the output visible (manifest, success marker, refresh) from what the destination
+       holds and ``run.reports``; output of partitions outside ``run.partitions`` is removed.
+       ``abort(run)`` instead after a failed attempt: never publish a success marker.
+    6. ``close()`` releases resources and discards what the instance holds unfinished (open
+       files, multipart uploads): unfinished output was never reported durable.
+
+    ``ctx.sink_role`` is ``"dead_letters"`` when the engine uses the sink as the dead-letter store,
+    so a storage sink can choose other default names for dead-letter files.
+    """
+
+    def prepare(self, run: SinkRun) -> None:
+        """Ready the destination for a run attempt (create what must exist, drop stale uploads)."""
+
+    def start_partition(self, partition: str, seq: int) -> None:
+        """Replace what an earlier attempt wrote for ``partition`` from batch ``seq`` on."""
 
     def write(self, batch: Batch) -> WriteResult:
         """Write one batch; per-record failures come back as dead letters, not exceptions."""
@@ -84,11 +125,15 @@ class Sink(Component):
         """Make everything written for ``partition`` durable (close open files)."""
         return WriteResult()
 
-    def commit(self) -> None:
+    def report(self) -> dict[str, Any]:
+        """What ``commit`` needs to know of this instance's writes (JSON-safe, small)."""
+        return {}
+
+    def commit(self, run: SinkRun) -> None:
         """Make the run's output visible (manifest, success marker). Called once after success."""
 
-    def abort(self) -> None:
-        """Clean up after a failed run (abort uploads); never publish a success marker."""
+    def abort(self, run: SinkRun) -> None:
+        """Clean up after a failed run attempt; never publish a success marker."""
 
 
 class Transform(Component):

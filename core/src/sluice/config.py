@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import secrets
+from .connections import expand_connection
 from .errors import ConfigError
 from .registry import Kind, Registry, get_registry
 from .templating import Interval, Renderer, late_fields, template_vars
@@ -75,6 +76,39 @@ class ScheduleConfig(Strict):
     owner: str = Field("sluice", description="DAG owner.")
 
 
+class StagingConfig(Strict):
+    """How a staged run (Airflow, ``sluice run --staged``) splits the job, and where it stages.
+
+    A plain string is short for ``{uri: <string>}``.
+    """
+
+    uri: str = Field(description="s3://bucket/prefix, or a local directory every worker shares (templated).")
+    mode: Literal["staged", "fused"] = Field(
+        "staged", description="staged: extract, transform and load are separate steps handing records over "
+                              "through staging; fused: one step per partition runs source → steps → destination "
+                              "(no staged copy of the records; staging holds only manifests)."
+    )
+    transform: Literal["separate", "with_extract"] = Field(
+        "separate", description="staged mode: the transform steps run in their own step (separate) or inside "
+                                "each extract (with_extract, one staged copy less). A step that keeps state "
+                                "over the whole run always runs in one separate step."
+    )
+    retention: timedelta = Field(
+        timedelta(days=3), description="Keep a finished run's staging this long (s or ISO 8601), so a task "
+                                       "cleared in the meantime finds what it needs; 0: delete at finalize."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Store options (templated): for s3://, the S3 connection fields "
+                                          "(endpoint_url, region, connection: ...); default: those of the job's "
+                                          "first S3 component, else the AWS default chain."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_alone(cls, value: Any) -> Any:
+        return {"uri": value} if isinstance(value, str) else value
+
+
 class JobConfig(Strict):
     """A job file's top level. Component blocks stay raw until their plugin validates them."""
 
@@ -89,8 +123,9 @@ class JobConfig(Strict):
     dead_letter: dict[str, Any] | None = None
     checkpoints: dict[str, Any] | None = None
     schedule: ScheduleConfig | None = Field(None, description="Airflow schedule (ignored by `sluice run`).")
-    staging: str | None = Field(
-        None, description="Airflow staging area between stages: s3://bucket/prefix or a local directory."
+    staging: StagingConfig | None = Field(
+        None, description="Where a staged run (Airflow, `sluice run --staged`) hands data between its steps: "
+                          "s3://bucket/prefix or a local directory, or a block with uri, mode and options."
     )
 
     @field_validator("source", "destination", "dead_letter", "checkpoints")
@@ -211,8 +246,7 @@ def load_job(
 
     def resolve(kind: Kind, block: dict[str, Any], where: str) -> ComponentSpec | None:
         try:
-            expanded = registry.hook().sluice_expand_block(kind=kind, block=block)
-            block = block if expanded is None else expanded
+            block = expand_connection(block, kind, f"{label}: {where}", registry, lookup=secret_mode == "resolve")
             klass = registry.get(kind, str(block.get("type")), f"{label}: {where}")
             late = late_fields(klass.Config)
             rendered = {k: (v if k in late else renderer.render(v, f"{where}.{k}")) for k, v in block.items()}

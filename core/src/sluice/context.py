@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RetryPolicy, RuntimeConfig
 from .logs import get_logger
 from .metrics import Metrics
 from .templating import Interval, Renderer
+
+if TYPE_CHECKING:
+    from .config import Job
 
 
 @dataclass
@@ -18,7 +21,8 @@ class RunContext:
     """The run a component is opened for: job, interval, runtime settings, metrics, templating.
 
     ``stop`` is set when the run is being cancelled; long waits inside plugins (rate limiters,
-    backoff) should give up when it is set.
+    backoff) should give up when it is set. ``sink_role`` tells a sink whether it stores the run's
+    records (``data``) or its dead letters (``dead_letters``).
     """
 
     job_name: str
@@ -29,6 +33,18 @@ class RunContext:
     metrics: Metrics = field(default_factory=Metrics)
     resume: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
+    sink_role: Literal["data", "dead_letters"] = "data"
+
+    @classmethod
+    def for_job(cls, job: Job, *, resume: bool = False, metrics: Metrics | None = None) -> RunContext:
+        """The context of one run of ``job`` (its interval, run id, runtime settings and templating)."""
+        assert job.renderer is not None, "a loaded job carries its renderer"
+        return cls(job_name=job.name, run_id=job.run_id, interval=job.interval, runtime=job.config.runtime,
+                   renderer=job.renderer, metrics=metrics or Metrics(), resume=resume)
+
+    def as_dead_letters(self) -> RunContext:
+        """This context for the sink that stores dead letters (same run, counters and stop event)."""
+        return replace(self, sink_role="dead_letters")
 
     @property
     def retry(self) -> RetryPolicy:

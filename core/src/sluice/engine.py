@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .chain import Chain, step_label
-from .components import CheckpointStore, Component, Sink, Source, Transform
+from .components import CheckpointStore, Component, Sink, SinkRun, Source, Transform
 from .config import Job
 from .context import RunContext
 from .errors import ConfigError, PermanentError, SluiceError
@@ -72,27 +72,31 @@ class _PartitionRun:
             self.discard.set()
 
 
+Role = Literal["run", "step"]
+
+
 class Engine:
-    """Runs one resolved job once. ``run()`` returns the summary; it never raises for job failures."""
+    """Runs one resolved job once. ``run()`` returns the summary; it never raises for job failures.
+
+    As a whole ``run`` it prepares the sinks, and commits them (or aborts them) at the end, judging
+    the error rate. As a ``step`` of a staged run it only writes: the staged run's ``finalize``
+    judges and commits once for all steps. ``dead_letter_prefix`` keeps the dead letters of
+    several steps of one run apart in the dead-letter store (``extract-<partition>``).
+    """
 
     def __init__(self, job: Job, *, resume: bool = False, metrics: Metrics | None = None,
-                 partitions: list[str] | None = None, commit: bool = True) -> None:
-        """``partitions`` limits the run to those partition keys (Airflow maps one task per partition);
-        ``commit=False`` leaves the destination uncommitted for a later step (Airflow's finalize)."""
+                 partitions: list[str] | None = None, role: Role = "run", dead_letter_prefix: str = "") -> None:
+        """``partitions`` limits the run to those partition keys (a staged run's mapped tasks)."""
         self.job = job
         self.resume = resume
         self.only = set(partitions) if partitions is not None else None
-        self.commit = commit
+        self.role = role
+        self.dead_letter_prefix = dead_letter_prefix
         self.metrics = metrics or Metrics()
-        self.ctx = RunContext(
-            job_name=job.name,
-            run_id=job.run_id,
-            interval=job.interval,
-            runtime=job.config.runtime,
-            renderer=job.renderer,  # type: ignore[arg-type]
-            metrics=self.metrics,
-            resume=resume,
-        )
+        self.ctx = RunContext.for_job(job, resume=resume, metrics=self.metrics)
+        self.keys: list[str] = []  # partitions planned, done earlier or not: what commit keeps
+        self.flushed = False  # the run-wide flush wrote the RUN_PARTITION
+        self.started = False  # some partition began replacing its output
         self.log = self.ctx.logger("engine")
         self.slots = threading.BoundedSemaphore(job.config.runtime.max_in_flight_batches)
         self.stop = self.ctx.stop
@@ -113,6 +117,10 @@ class Engine:
         try:
             self._build()
             self._open_all([self.source, *self.chain.steps, self.sink, self.dead_letters], opened)
+            if self.role == "run":
+                run = SinkRun(resume=self.resume)
+                self._retry(lambda: self.sink.prepare(run))
+                self._retry(lambda: self.dead_letters.prepare(run))
             if self.job.config.transform.processes:
                 self._pool = _start_pool(self.job)
             failures = self._run_partitions()
@@ -134,7 +142,7 @@ class Engine:
         """Open every component at once: each may connect somewhere (a cluster, a bucket), and
         those round trips and client set-ups need not wait for each other."""
         with ThreadPoolExecutor(max_workers=len(components), thread_name_prefix="sluice-open") as pool:
-            futures = [(c, pool.submit(c.open, self.ctx)) for c in components]
+            futures = [(c, pool.submit(c.open, self._ctx_of(c))) for c in components]
         errors = []
         for component, future in futures:
             if future.exception() is None:
@@ -144,37 +152,56 @@ class Engine:
         if errors:
             raise errors[0]  # type: ignore[misc]
 
+    def _ctx_of(self, component: Component) -> RunContext:
+        return self.ctx.as_dead_letters() if component is getattr(self, "dead_letters", None) else self.ctx
+
+    def dead_letter_key(self, partition: str) -> str:
+        """The partition key of a partition's dead letters in the dead-letter store."""
+        return f"{self.dead_letter_prefix}-{partition}" if self.dead_letter_prefix else partition
+
     def _build(self) -> None:
         job = self.job
         self.source: Source = job.source.build()
         self.chain = Chain([s.build() for s in job.steps], [s.type for s in job.steps])
         self.sink: Sink = job.destination.build()
         self.dead_letters: Sink = job.dead_letter.build()
-        self.dead_letters.role = "dead_letters"  # lets a storage sink pick dead-letter names and markers
         self.checkpoints: CheckpointStore = job.checkpoints.build()
         self.checkpoints.open(self.ctx)
+
+    def written_keys(self) -> list[str]:
+        """Every partition key this run wrote into the destination (done earlier or now)."""
+        return [*self.keys, *([RUN_PARTITION] if self.flushed else [])]
 
     def _finish(self, summary: RunSummary, opened: list[Component], finished: bool) -> None:
         """Commit on success; otherwise publish no success marker. Dead letters are always kept.
 
         ``finished`` means every partition completed and is durable (the run may still fail on
         its error rate): dead letters are then committed; after a crash they are aborted with the
-        data, as the checkpoints will make the resumed run produce them again.
+        data, as the checkpoints will make the resumed run produce them again. A ``step`` commits
+        nothing: it reports what it wrote, and the staged run's finalize commits.
         """
         try:
             sink, dead_letters = getattr(self, "sink", None), getattr(self, "dead_letters", None)
             if sink is not None and sink in opened:
-                if summary.status == "succeeded":
-                    if self.commit:
-                        sink.commit()
-                else:
-                    sink.abort()
+                summary.reports = {"destination": sink.report()}
             if dead_letters is not None and dead_letters in opened:
-                if finished:
-                    if self.commit:
-                        dead_letters.commit()
-                else:
-                    dead_letters.abort()
+                summary.reports["dead_letters"] = dead_letters.report()
+            if self.role == "run":
+                keys = self.written_keys()
+                data_run = SinkRun(tuple(keys), (summary.reports.get("destination", {}),), self.resume)
+                dead_run = SinkRun(tuple(self.dead_letter_key(k) for k in keys),
+                                   (summary.reports.get("dead_letters", {}),), self.resume)
+                # a run that failed before any partition started changed nothing: nothing to abort
+                if sink is not None and sink in opened:
+                    if summary.status == "succeeded":
+                        self._retry(lambda: sink.commit(data_run))
+                    elif self.started:
+                        sink.abort(data_run)
+                if dead_letters is not None and dead_letters in opened:
+                    if finished:
+                        self._retry(lambda: dead_letters.commit(dead_run))
+                    elif self.started:
+                        dead_letters.abort(dead_run)
         except Exception as exc:
             summary.status = "failed"
             summary.error = f"{summary.error + '; ' if summary.error else ''}commit failed: {_describe(exc)}"
@@ -213,6 +240,7 @@ class Engine:
                 raise PermanentError(f"the source has no partition(s) {sorted(unknown)}")
             partitions = [p for p in partitions if p.key in self.only]
         self.partitions_total = len(partitions)
+        self.keys = [p.key for p in partitions]
         for p in partitions:
             state = states.get(p.key)
             if state and state.get("done"):
@@ -255,6 +283,15 @@ class Engine:
 
     def _run_partition(self, pr: _PartitionRun) -> None:
         if self.stop.is_set():
+            return
+        key = pr.partition.key
+        self.started = True
+        try:  # an earlier attempt's output of this partition, from here on, is replaced
+            self._retry(lambda: self.sink.start_partition(key, pr.seq))
+            self._retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(key), pr.seq))
+        except Exception as exc:
+            pr.fail(f"sink ({key}, starting)", exc)
+            self.stop.set()
             return
         to_transform: queue.SimpleQueue[Any] = queue.SimpleQueue()
         to_write: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -369,7 +406,7 @@ class Engine:
         try:
             key = pr.partition.key
             self._retry(lambda: self.sink.finish_partition(key))
-            self._retry(lambda: self.dead_letters.finish_partition(key))
+            self._retry(lambda: self.dead_letters.finish_partition(self.dead_letter_key(key)))
             if pr.written_seq is not None or pr.complete:
                 done = pr.complete and not pr.failed.is_set()
                 seq = pr.written_seq if pr.written_seq is not None else pr.seq - 1
@@ -406,7 +443,7 @@ class Engine:
         now = datetime.now(UTC).isoformat()
         for dl in dead:
             dl.partition, dl.job, dl.run_id, dl.time = batch.partition, self.job.name, self.job.run_id, now
-        dl_batch = Batch([dl.to_record() for dl in dead], batch.partition, batch.seq)
+        dl_batch = Batch([dl.to_record() for dl in dead], self.dead_letter_key(batch.partition), batch.seq)
         result = self._retry(lambda: self.dead_letters.write(dl_batch))
         if result.written != len(dead):
             raise PermanentError(f"the dead-letter sink {self.job.dead_letter.type!r} stored {result.written} "
@@ -429,6 +466,9 @@ class Engine:
         if not records and not dead:
             return []
         pr = _PartitionRun(Partition(RUN_PARTITION), 0, None, complete=True)
+        self.flushed = True
+        self._retry(lambda: self.sink.start_partition(RUN_PARTITION, 0))
+        self._retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(RUN_PARTITION), 0))
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.slots.acquire()
         inbox.put(Batch(records, RUN_PARTITION, 0, None, dead))
@@ -439,26 +479,19 @@ class Engine:
     # -- summary ------------------------------------------------------------------------------
     def _summary(self, started: float, failures: list[PartitionFailure], error: str | None) -> RunSummary:
         m = self.metrics.snapshot()
-        threshold = self.job.config.runtime.error_rate_threshold
         summary = RunSummary(
             job=self.job.name, run_id=self.job.run_id, status="succeeded", read=m["read"], written=m["written"],
             created=m["created"], filtered=m["filtered"], dead_lettered=m["dead_lettered"], retries=m["retries"],
             duration_s=time.monotonic() - started, partitions=self.partitions_total,
             partitions_done=self.partitions_done, counters=m["counters"], failures=failures, error=error,
-            error_rate_threshold=threshold,
+            error_rate_threshold=self.job.config.runtime.error_rate_threshold, keys=self.written_keys(),
         )
         if failures and error is None:
             first = failures[0]
             summary.error = (f"{len(failures)} partition(s) did not finish; first: {first.partition!r}: {first.error} "
                              f"(checkpoint: {first.checkpoint!r}); run again with --resume to continue")
-        if summary.error is None and summary.error_rate > threshold:
-            summary.error = (f"error rate {summary.error_rate:.2%} ({summary.dead_lettered_total} dead letters / "
-                             f"{summary.read} records read) exceeds error_rate_threshold {threshold:.2%}; "
-                             f"dead letters are in {self.dead_letters.describe()}")
-        if summary.error is None and not summary.reconciled:
-            summary.error = f"counts do not reconcile: {summary.in_flight} records unaccounted for"
-        if summary.error is not None:
-            summary.status = "failed"
+        dead_letters = getattr(self, "dead_letters", None)
+        summary.judge(rate=self.role == "run", dead_letters_in=dead_letters.describe() if dead_letters else "")
         return summary
 
 
@@ -470,14 +503,26 @@ def _bulk_allocation_gc() -> Iterator[None]:
     runs every 700 allocations and rescans the batches in flight each time (about 30% of the parse
     time). Records hold no cycles, so collecting less often frees nothing later. Restored after.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()  # objects from start-up (modules, models) are never scanned again
-    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], thresholds[2])
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        _gc_users += 1
+        if _gc_users == 1:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()  # objects from start-up (modules, models) are never scanned again
+            gc.set_threshold(max(_gc_saved[0], 50_000), _gc_saved[1], _gc_saved[2])
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0  # engines running in this process (a staged run runs several at once)
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
 
 
 # -- process pool ---------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from .components import CheckpointStore, Sink, Source, Transform
+    from .config import Job
+    from .connections import Connection
+    from .context import RunContext
+    from .staging import StagingStore
 
 PROJECT = "sluice"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -48,9 +52,31 @@ def sluice_resolve_secret(name: str) -> str | None:
 
 
 @hookspec(firstresult=True)
-def sluice_expand_block(kind: str, block: dict[str, Any]) -> dict[str, Any] | None:
-    """Rewrite a component block before it is rendered and validated; None leaves it as it is.
+def sluice_lookup_connection(conn_id: str) -> Connection | None:
+    """The orchestrator connection ``conn_id`` (for ``connection: <conn_id>`` in a component block).
 
-    For shorthands a plugin understands, e.g. sluice-airflow's ``connection: my_es``, which it
-    expands into the component's own fields (hosts, user, ``secret()`` templates).
+    sluice-airflow answers from Airflow's connections. Return None when this plugin has no
+    connections to offer here; raise ``ConfigError`` naming ``conn_id`` when it should have one
+    and it is not defined.
+    """
+
+
+@hookspec(firstresult=True)
+def sluice_connection_fields(component_type: str, connection: Connection) -> dict[str, Any] | None:
+    """The fields of a ``component_type`` block filled from ``connection``; None: not a type of yours.
+
+    The plugin that owns a component maps connections onto its own fields (hosts, credentials,
+    endpoint), so an orchestrator adapter knows nothing of Elasticsearch or S3. Secret values are
+    never returned as values: use ``connection.secret(field)``, a template resolved (and masked)
+    at run time. Fields written in the block win over the returned ones.
+    """
+
+
+@hookspec(firstresult=True)
+def sluice_staging_store(uri: str, options: dict[str, Any], job: Job, ctx: RunContext) -> StagingStore | None:
+    """A store for staged runs at ``uri`` when this plugin serves its scheme; None lets the next try.
+
+    sluice-s3 serves ``s3://``; core's local-directory store answers last. ``options`` is the
+    ``staging.options`` block (rendered); ``job`` lets a store borrow settings from the job's own
+    components (the S3 store takes endpoint and credentials from the job's first S3 component).
     """

@@ -86,6 +86,24 @@ class RunSummary:
     failures: list[PartitionFailure] = field(default_factory=list)
     error: str | None = None
     error_rate_threshold: float = 0.0
+    keys: list[str] = field(default_factory=list)  # partition keys written (what commit keeps)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # the sinks' report()s
+
+    def judge(self, *, rate: bool = True, dead_letters_in: str = "") -> None:
+        """Set ``status`` and ``error`` from the counts: the one place a run's outcome is decided.
+
+        An error already set (a failed partition) stands; else the error rate over
+        ``error_rate_threshold`` fails the run (``rate=False`` for a step of a staged run, whose
+        rate is judged once over all steps), and so do counts that do not reconcile.
+        """
+        if self.error is None and rate and self.error_rate > self.error_rate_threshold:
+            where = f"; dead letters are in {dead_letters_in}" if dead_letters_in else ""
+            self.error = (f"error rate {self.error_rate:.2%} ({self.dead_lettered_total} dead letters / "
+                          f"{self.read} records read) exceeds error_rate_threshold {self.error_rate_threshold:.2%}"
+                          f"{where}")
+        if self.error is None and not self.reconciled:
+            self.error = f"counts do not reconcile: {self.in_flight} records unaccounted for"
+        self.status = "failed" if self.error is not None else "succeeded"
 
     @property
     def filtered_total(self) -> int:

@@ -11,6 +11,7 @@ import glob as globlib
 import hashlib
 import io
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ import orjson
 from pydantic import Field
 
 from ..codecs import EXTENSIONS, Compression, compressor, detect, open_reader
-from ..components import ComponentConfig, Sink, Source
+from ..components import ComponentConfig, Sink, SinkRun, Source
 from ..errors import ConfigError, PermanentError
 from ..lines import dumps_lines, iter_lines, parse_batches
 from ..records import Batch, Partition, WriteResult, safe_key
 
 SUFFIXES = (".jsonl", ".ndjson", ".json")
+_PART = re.compile(r"part-(?P<partition>.+)-(?P<seq>\d{5,})\.jsonl(?:\.gz|\.zst)?\Z")
 
 
 def _is_data_file(name: str) -> bool:
@@ -95,7 +97,11 @@ class JsonlSinkConfig(ComponentConfig):
     path: str = Field(description="Output directory (templated, e.g. out/date={{ ds }}).")
     compression: Compression = Field("none", description="none, gzip or zstd.")
     max_records_per_file: int = Field(100_000, ge=1, description="Roll over to a new part file after this many.")
-    overwrite: bool = Field(True, description="A fresh (not resumed) run first removes part files left in path.")
+    overwrite: bool = Field(
+        True, description="Replace the run's earlier output: a partition written again replaces its part files, "
+                          "and commit removes part files of partitions the run no longer has. false: leave "
+                          "other partitions' files (several jobs share the folder)."
+    )
     markers_when_empty: bool = Field(True, description="Write _SUCCESS and _manifest.json even with no records.")
 
 
@@ -111,7 +117,11 @@ class _OpenFile:
 
 
 class JsonlSink(Sink):
-    """Writes ``part-{partition}-{seq:05d}.jsonl[.gz|.zst]`` files, then ``_manifest.json`` and ``_SUCCESS``."""
+    """Writes ``part-{partition}-{seq:05d}.jsonl[.gz|.zst]`` files, then ``_manifest.json`` and ``_SUCCESS``.
+
+    Two-phase: any number of instances (processes) write different partitions into one folder;
+    ``commit`` lists the folder, so it works from a fresh instance that wrote nothing.
+    """
 
     type = "jsonl"
     Config = JsonlSinkConfig
@@ -125,10 +135,25 @@ class JsonlSink(Sink):
         self._lock = threading.Lock()
         if self.dir.exists() and not self.dir.is_dir():
             raise ConfigError(f"jsonl sink: path {self.dir} exists and is not a directory")
-        if self.config.overwrite and not ctx.resume and self.dir.is_dir():
-            for p in self.dir.iterdir():
-                if p.name.startswith(("part-", ".part-")) or p.name in ("_SUCCESS", "_manifest.json"):
-                    p.unlink()
+        self.started = False
+
+    def _parts(self) -> list[tuple[str, int, Path]]:
+        """``(partition, seq, path)`` of every part file in the folder."""
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in self.dir.iterdir():
+            m = _PART.match(p.name)
+            if m:
+                out.append((m["partition"], int(m["seq"]), p))
+        return sorted(out, key=lambda t: t[2].name)
+
+    def start_partition(self, partition: str, seq: int) -> None:
+        self.started = True
+        key = safe_key(partition)
+        for name, file_seq, path in self._parts():
+            if name == key and file_seq >= seq:
+                path.unlink(missing_ok=True)
 
     def describe(self) -> str:
         return str(self.config.path)
@@ -176,11 +201,18 @@ class JsonlSink(Sink):
         with self._lock:
             self._closed[f.name] = {"records": f.records, "bytes": f.bytes, "sha256": f.sha256.hexdigest()}
 
-    def commit(self) -> None:
+    def commit(self, run: SinkRun) -> None:
         for partition in list(self._open):
             self._finish(partition)
-        parts = sorted(p for p in self.dir.glob("part-*")) if self.dir.is_dir() else []
-        if not parts and (not self.config.markers_when_empty or self.role == "dead_letters"):
+        keep = None if run.partitions is None or not self.config.overwrite else {safe_key(k) for k in run.partitions}
+        parts = []
+        for name, _, path in self._parts():
+            if keep is not None and name not in keep:
+                path.unlink()  # an earlier attempt's partition that this run no longer has
+            else:
+                parts.append(path)
+        if not parts and (not self.config.markers_when_empty or self.ctx.sink_role == "dead_letters"):
+            self._withdraw()
             return  # no dead letters: leave nothing behind
         files = [{"name": p.name, **(self._closed.get(p.name) or _describe(p))} for p in parts]
         manifest = {
@@ -193,7 +225,19 @@ class JsonlSink(Sink):
         (self.dir / "_manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         (self.dir / "_SUCCESS").write_bytes(b"")  # last, so its presence means everything above is there
 
-    def abort(self) -> None:
+    def abort(self, run: SinkRun) -> None:
+        """The attempt may have replaced part of the output: withdraw its success marker."""
+        self.close()
+        self._withdraw()
+
+    def _withdraw(self) -> None:
+        for name in ("_SUCCESS", "_manifest.json"):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Files still open were never reported durable: remove them."""
+        if not hasattr(self, "_lock"):
+            return  # never opened
         with self._lock:
             open_files, self._open = list(self._open.values()), {}
         for f in open_files:

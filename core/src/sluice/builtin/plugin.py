@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..hookspecs import hookimpl
 
@@ -32,3 +33,11 @@ def sluice_checkpoint_stores() -> list[type]:
 def sluice_resolve_secret(name: str) -> str | None:
     """The default: an environment variable of that name."""
     return os.environ.get(name)
+
+
+@hookimpl(trylast=True)
+def sluice_staging_store(uri: str, options: dict[str, Any], job: Any, ctx: Any) -> Any:
+    """A local directory (a path or ``file://``) as the staging store; other schemes are for plugins."""
+    from ..staging import local_store
+
+    return local_store(uri, options)

@@ -26,7 +26,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from ..components import Sink, Source, Transform
+from ..components import Sink, SinkRun, Source, Transform
 from ..records import Batch, Partition
 from . import build, make_context
 
@@ -87,30 +87,81 @@ class SourceContract:
                 assert rest == everything[done:], f"resuming {p.key} after batch {i} must yield exactly the rest"
 
 
+def _batches(part: str, chunk: list[dict[str, Any]]) -> list[Batch]:
+    return [Batch([dict(r) for r in chunk[start:start + 10]], part, seq, start + 10)
+            for seq, start in enumerate(range(0, len(chunk), 10))]
+
+
+def write_partitions(block: dict[str, Any], parts: list[tuple[str, list[dict[str, Any]]]],
+                     resume: bool = False) -> tuple[int, dict[str, Any]]:
+    """Write ``parts`` (``[(partition, records)]``) through one sink instance, as an engine step
+    does: start, write in batches of 10, finish; returns ``(records written, report())``.
+
+    Module-level so that a separate process can run it (the multi-process contract test).
+    """
+    ctx = make_context()
+    ctx.resume = resume
+    sink: Sink = build("sink", block, ctx)
+    written = 0
+    try:
+        for part, chunk in parts:
+            sink.start_partition(part, 0)
+            for batch in _batches(part, chunk):
+                result = sink.write(batch)
+                assert result.written + len(result.dead_letters) == len(batch.records), "every record accounted"
+                written += result.written
+            sink.finish_partition(part)
+        return written, sink.report()
+    finally:
+        sink.close()
+
+
+def commit_run(block: dict[str, Any], partitions: list[str], reports: list[dict[str, Any]]) -> None:
+    """Commit a run from a fresh instance that wrote nothing (a staged run's finalize)."""
+    sink: Sink = build("sink", block, make_context())
+    try:
+        sink.commit(SinkRun(tuple(partitions), tuple(reports)))
+    finally:
+        sink.close()
+
+
+def prepare_run(block: dict[str, Any]) -> None:
+    """Prepare a run from a fresh instance (a staged run's plan)."""
+    sink: Sink = build("sink", block, make_context())
+    try:
+        sink.prepare(SinkRun())
+    finally:
+        sink.close()
+
+
 class SinkContract:
-    """Fixtures to provide: ``sink_block`` and ``read_back`` (a callable returning written records)."""
+    """The two-phase sink contract (see ``Sink``). Fixtures to provide: ``sink_block`` and
+    ``read_back`` (a callable returning every record the destination holds for the run).
+
+    ``prunes_partitions = False`` for a destination that cannot tell which partition wrote what
+    (an index written by id): commit then cannot remove partitions a run no longer has.
+    """
+
+    prunes_partitions = True
 
     @pytest.fixture
     def records(self) -> list[dict[str, Any]]:
         return [{"_id": f"id-{i}", "n": i, "name": f"record {i}", "tags": ["a", "b"][: i % 3]} for i in range(40)]
 
-    def _run(self, block: dict[str, Any], records: list[dict[str, Any]], resume: bool = False) -> int:
-        ctx = make_context()
-        ctx.resume = resume
-        sink: Sink = build("sink", block, ctx)
-        written = 0
-        try:
-            for part, chunk in (("p-a", records[:25]), ("p-b", records[25:])):
-                for seq, start in enumerate(range(0, len(chunk), 10)):
-                    batch = Batch([dict(r) for r in chunk[start:start + 10]], part, seq, start + 10)
-                    result = sink.write(batch)
-                    assert result.written + len(result.dead_letters) == len(batch.records), "every record accounted"
-                    written += result.written
-                sink.finish_partition(part)
-            sink.commit()
-        finally:
-            sink.close()
+    @staticmethod
+    def _parts(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+        return [("p-a", records[:25]), ("p-b", records[25:])]
+
+    def _run(self, block: dict[str, Any], parts: list[tuple[str, list[dict[str, Any]]]]) -> int:
+        """One plain run: prepare, write every partition in one instance, commit from it."""
+        prepare_run(block)
+        written, report = write_partitions(block, parts)
+        commit_run(block, [p for p, _ in parts], [report])
         return written
+
+    @staticmethod
+    def _numbers(read_back: Callable[[], list[dict[str, Any]]]) -> Counter[Any]:
+        return Counter(r["n"] for r in read_back())
 
     def test_declares_type_config_and_docs(self, sink_block: dict[str, Any]) -> None:
         sink = build("sink", sink_block)
@@ -119,14 +170,47 @@ class SinkContract:
 
     def test_writes_every_record(self, sink_block: dict[str, Any], records: list[dict[str, Any]],
                                  read_back: Callable[[], list[dict[str, Any]]]) -> None:
-        assert self._run(sink_block, records) == len(records)
-        assert Counter(r["n"] for r in read_back()) == Counter(r["n"] for r in records)
+        assert self._run(sink_block, self._parts(records)) == len(records)
+        assert self._numbers(read_back) == Counter(r["n"] for r in records)
 
     def test_rewriting_the_same_run_is_idempotent(self, sink_block: dict[str, Any], records: list[dict[str, Any]],
                                                   read_back: Callable[[], list[dict[str, Any]]]) -> None:
-        self._run(sink_block, records)
-        self._run(sink_block, records)
-        assert Counter(r["n"] for r in read_back()) == Counter(r["n"] for r in records), "a re-run must not duplicate"
+        self._run(sink_block, self._parts(records))
+        self._run(sink_block, self._parts(records))
+        assert self._numbers(read_back) == Counter(r["n"] for r in records), "a re-run must not duplicate"
+
+    def test_partitions_written_in_two_processes_and_committed_in_a_third_match_one_run(
+            self, sink_block: dict[str, Any], records: list[dict[str, Any]],
+            read_back: Callable[[], list[dict[str, Any]]]) -> None:
+        import multiprocessing
+
+        self._run(sink_block, self._parts(records))
+        plain = sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in read_back())
+        prepare_run(sink_block)  # a staged re-run of the same interval: plan, mapped loads, finalize
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            results = pool.starmap(write_partitions, [(sink_block, [part]) for part in self._parts(records)])
+        assert sum(n for n, _ in results) == len(records)
+        commit_run(sink_block, ["p-a", "p-b"], [report for _, report in results])
+        staged = sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in read_back())
+        assert staged == plain, "a run written by several processes and committed by another must equal one run"
+
+    def test_a_partition_written_again_replaces_what_it_wrote_before(
+            self, sink_block: dict[str, Any], records: list[dict[str, Any]],
+            read_back: Callable[[], list[dict[str, Any]]]) -> None:
+        self._run(sink_block, self._parts(records))
+        again = [dict(r) for r in records[:25]]
+        write_partitions(sink_block, [("p-a", again)])  # one task cleared and run alone
+        commit_run(sink_block, ["p-a", "p-b"], [])
+        assert self._numbers(read_back) == Counter(r["n"] for r in records)
+
+    def test_commit_removes_partitions_the_run_no_longer_has(
+            self, sink_block: dict[str, Any], records: list[dict[str, Any]],
+            read_back: Callable[[], list[dict[str, Any]]]) -> None:
+        if not self.prunes_partitions:
+            pytest.skip("this destination cannot tell which partition wrote a record")
+        self._run(sink_block, self._parts(records))
+        self._run(sink_block, [("p-a", records[:25])])  # the source's partitioning changed
+        assert self._numbers(read_back) == Counter(r["n"] for r in records[:25])
 
 
 class TransformContract:
