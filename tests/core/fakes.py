@@ -190,6 +190,30 @@ class CountPerPartition(Transform):
         return "partition"
 
 
+class CountAll(Transform):
+    """Consumes every record and emits one total at the end of the run (run-wide state)."""
+
+    type = "count_all"
+    stateless = False
+
+    def open(self, ctx: Any) -> None:
+        super().open(ctx)
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def apply(self, batch: Batch) -> Batch:
+        with self.lock:
+            self.total += len(batch.records)
+        batch.records = []
+        return batch
+
+    def flush(self, partition: str | None) -> list[dict[str, Any]]:
+        return [{"id": "total", "n": -1, "count": self.total}] if partition is None else []
+
+    def state_scope(self) -> str:
+        return "run"
+
+
 class Upper(RecordTransform):
     """Adds ``pid`` (the worker process id) and upper-cases ``p``: used for the process pool test."""
 
@@ -214,7 +238,7 @@ def sluice_sinks() -> list[type]:
 
 @hookimpl
 def sluice_transforms() -> list[type]:
-    return [DropEvery, RejectEvery, CountPerPartition, Upper]
+    return [DropEvery, RejectEvery, CountPerPartition, CountAll, Upper]
 
 
 class StampConfig(ComponentConfig):

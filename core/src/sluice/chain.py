@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .components import Transform
 from .records import Batch, Record
+
+if TYPE_CHECKING:
+    from .config import Job
 
 
 def step_label(index: int, type_name: str) -> str:
@@ -40,6 +44,11 @@ class Chain:
         self.steps = steps
         self.labels = [step_label(i, t) for i, t in enumerate(types)]
         self.types = types
+
+    @classmethod
+    def for_job(cls, job: Job) -> Chain:
+        """The job's steps, built (not opened)."""
+        return cls([spec.build() for spec in job.steps], [spec.type for spec in job.steps])
 
     def __bool__(self) -> bool:
         return bool(self.steps)

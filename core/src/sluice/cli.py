@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="override the run id (default: derived from job and interval)")
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoints")
     run.add_argument("--dry-run", action="store_true", help="read one batch, transform it, write nothing")
+    run.add_argument("--staged", action="store_true",
+                     help="run the steps an orchestrator runs (plan, extract, transform, load, finalize; or the "
+                          "fused steps), in this process, over the job's staging (default .sluice/staging)")
     run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
     run.add_argument("--log-level", default="INFO")
     run.add_argument("--summary-json", type=Path, help="also write the run summary to this file")
@@ -105,6 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = load_job(args.job, interval=_interval(args), run_id=args.run_id)
     if args.dry_run:
         return _dry_run(job)
+    if args.staged:
+        if args.resume:
+            raise ConfigError("--resume and --staged do not go together: a staged run re-runs its steps, "
+                              "each replacing its own output")
+        from .stages import run_staged
+
+        summary = run_staged(job)
+        return _report(args, job, summary)
     engine = Engine(job, resume=args.resume)
     if interactive and os.environ.get("SLUICE_NO_PROGRESS") is None:
         from .progress import LiveProgress
@@ -113,6 +124,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = engine.run()
     else:
         summary = engine.run()
+    return _report(args, job, summary)
+
+
+def _report(args: argparse.Namespace, job: Any, summary: Any) -> int:
+    """Print the summary (a table on a terminal, JSON otherwise) and return the exit code."""
     data = summary.to_dict()
     if args.summary_json:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

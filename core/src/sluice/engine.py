@@ -23,7 +23,7 @@ from .chain import Chain, step_label
 from .components import CheckpointStore, Component, Sink, SinkRun, Source, Transform
 from .config import Job
 from .context import RunContext
-from .errors import ConfigError, PermanentError, SluiceError
+from .errors import ConfigError, PermanentError, describe_error
 from .metrics import Metrics, PartitionFailure, RunSummary
 from .records import Batch, DeadLetter, Partition
 from .registry import get_registry
@@ -37,10 +37,6 @@ def _engine_retry_on(exc: BaseException) -> bool:
     # Sinks are idempotent by contract, so re-writing a batch is safe; only give up at once on
     # errors that will not change (bad config, permanent refusals).
     return not isinstance(exc, PermanentError | ConfigError)
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -63,7 +59,7 @@ class _PartitionRun:
 
     def fail(self, stage: str, exc: BaseException) -> None:
         if not self.failed.is_set():
-            self.error, self.failed_stage = f"{stage}: {_describe(exc)}", stage
+            self.error, self.failed_stage = f"{stage}: {describe_error(exc)}", stage
             self.failed_at = time.monotonic()
             self.failed.set()
         if stage != "source":
@@ -121,7 +117,7 @@ class Engine:
                 run = SinkRun(resume=self.resume)
                 self._retry(lambda: self.sink.prepare(run))
                 self._retry(lambda: self.dead_letters.prepare(run))
-            if self.job.config.transform.processes:
+            if self.job.config.transform.processes and self.chain:
                 self._pool = _start_pool(self.job)
             failures = self._run_partitions()
             if not failures and not self.stop.is_set():
@@ -131,7 +127,7 @@ class Engine:
             error = "cancelled by the user; continue with --resume"
         except Exception as exc:  # setup failures (cannot connect, bad credentials) end the run cleanly
             self.stop.set()
-            error = _describe(exc)
+            error = describe_error(exc)
             self.log.error("run failed", error=error)
         summary = self._summary(started, failures, error)
         self._finish(summary, opened, finished=not failures and error is None)
@@ -162,7 +158,7 @@ class Engine:
     def _build(self) -> None:
         job = self.job
         self.source: Source = job.source.build()
-        self.chain = Chain([s.build() for s in job.steps], [s.type for s in job.steps])
+        self.chain = Chain.for_job(job)
         self.sink: Sink = job.destination.build()
         self.dead_letters: Sink = job.dead_letter.build()
         self.checkpoints: CheckpointStore = job.checkpoints.build()
@@ -204,7 +200,7 @@ class Engine:
                         dead_letters.abort(dead_run)
         except Exception as exc:
             summary.status = "failed"
-            summary.error = f"{summary.error + '; ' if summary.error else ''}commit failed: {_describe(exc)}"
+            summary.error = f"{summary.error + '; ' if summary.error else ''}commit failed: {describe_error(exc)}"
         finally:
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)
@@ -214,7 +210,8 @@ class Engine:
                 try:
                     component.close()
                 except Exception as exc:
-                    self.log.warning("close failed", component=getattr(component, "type", "?"), error=_describe(exc))
+                    self.log.warning("close failed", component=getattr(component, "type", "?"),
+                                     error=describe_error(exc))
 
     # -- partitions ---------------------------------------------------------------------------
     def _plan(self) -> list[_PartitionRun]:
@@ -350,7 +347,7 @@ class Engine:
                     close()
                 except Exception as exc:
                     self.log.warning("closing the source reader failed", partition=pr.partition.key,
-                                     error=_describe(exc))
+                                     error=describe_error(exc))
 
     def _transform_loop(self, pr: _PartitionRun, inbox: queue.SimpleQueue[Any],
                         out: queue.SimpleQueue[Any]) -> None:

@@ -49,3 +49,8 @@ class Reject(Exception):
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type or "Rejected"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: our own errors speak for themselves, others get their class name."""
+    return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"

@@ -86,9 +86,14 @@ class Interval:
         """The default when no interval is given: the previous UTC day, like a daily schedule."""
         return cls.for_day(datetime.now(UTC).date() - timedelta(days=1))
 
+    @property
+    def label(self) -> str:
+        """``20240101T000000-20240102T000000``: the interval as a file or folder name."""
+        return f"{self.start:%Y%m%dT%H%M%S}-{self.end:%Y%m%dT%H%M%S}"
+
     def default_run_id(self, job_name: str) -> str:
         """Deterministic: two runs of one job over one interval share it (and so their output keys)."""
-        return f"{job_name}-{self.start:%Y%m%dT%H%M%S}-{self.end:%Y%m%dT%H%M%S}"
+        return f"{job_name}-{self.label}"
 
 
 def template_vars(job_name: str, interval: Interval, run_id: str) -> dict[str, Any]:
