@@ -133,7 +133,10 @@ class EsSinkConfig(ConnectionConfig):
     batch_size: int = Field(2000, ge=1, description="Documents per bulk request (at most).")
     max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Bytes per bulk request body (at most).")
     retry_on_conflict: int = Field(3, ge=0, description="update only: retries of a version conflict, server side.")
-    refresh: bool = Field(False, description="Refresh the written indices at commit, so they are searchable at once.")
+    refresh: bool = Field(
+        False, description="Refresh every index the run wrote when it commits (after a successful run; in finalize "
+                           "for a staged run), so the data is searchable at once."
+    )
     create_index: dict[str, Any] | None = Field(
         None, description="Create each target index that does not exist before its first write, with this body "
                           "({settings: ..., mappings: ...}); {} creates it with the cluster's defaults."

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sluice import hookimpl
+
+if TYPE_CHECKING:
+    from sluice.connections import Connection
+
+TYPES = frozenset({"elasticsearch", "opensearch"})  # the type and alias of both components
 
 
 @hookimpl
@@ -17,3 +24,13 @@ def sluice_sinks() -> list[type]:
     from .sink import EsSink
 
     return [EsSink]
+
+
+@hookimpl
+def sluice_connection_fields(component_type: str, connection: Connection) -> dict[str, Any] | None:
+    """An orchestrator connection as ``elasticsearch``/``opensearch`` fields (hosts, credentials, TLS)."""
+    if component_type not in TYPES:
+        return None
+    from .connection import connection_fields
+
+    return connection_fields(connection)

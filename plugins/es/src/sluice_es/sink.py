@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sluice import Batch, Sink, TransientError, WriteResult
+from sluice import Batch, Sink, SinkRun, TransientError, WriteResult
 from sluice.retry import retry_call
 
 from .bulk import Action, ActionBuilder, Outcome, chunks, read_response
@@ -25,7 +25,21 @@ class BulkItemsFailed(TransientError):
 
 
 class EsSink(Sink):
-    """Writes records to Elasticsearch or OpenSearch with the bulk API, idempotently by document id."""
+    """Writes records to Elasticsearch or OpenSearch with the bulk API, idempotently by document id.
+
+    How it meets the two-phase sink contract (``sluice.Sink``):
+
+    - ``prepare`` does nothing: target indices are named per record, so they are created (with
+      ``create_index``) before their first write instead.
+    - ``start_partition`` does nothing: ids are deterministic, so a partition written again
+      overwrites the documents it wrote before. An index cannot tell which partition wrote a
+      document, so commit never removes documents of partitions a run no longer has.
+    - ``report()`` names the indices this instance wrote; ``commit`` refreshes (``refresh: true``)
+      every index named in the run's reports, so a fresh instance in another process (a staged
+      run's finalize) refreshes what the loads wrote.
+    - ``abort``: a bulk write cannot be withdrawn. Documents already indexed stay; "not committed"
+      means only that the refresh is skipped (the cluster's own ``refresh_interval`` still applies).
+    """
 
     type = "elasticsearch"
     aliases = ("opensearch",)
@@ -131,18 +145,54 @@ class EsSink(Sink):
                     self.log.info("created index", index=name)
                 self._ready.add(name)
 
-    def commit(self) -> None:
-        if not self.config.refresh or not self._indices:
+    def report(self) -> dict[str, Any]:
+        """The indices this instance wrote to (sorted), for ``commit`` in whichever process runs it."""
+        with self._lock:
+            return {"indices": sorted(self._indices)}
+
+    def commit(self, run: SinkRun) -> None:
+        """Refresh (``refresh: true``) every index the run wrote: those named in ``run.reports``
+        and those this instance wrote, so a fresh instance that wrote nothing commits correctly."""
+        if not self.config.refresh:
+            return
+        names = sorted(indices_of(run) | self._indices)
+        if not names:
             return
         cluster = self.cluster
-        names = sorted(self._indices)
-        try:
-            cluster.retried(lambda: cluster.dialect.refresh(cluster.client, names), f"refreshing {','.join(names)}")
-        except ClusterBusy as exc:  # the data is written; a failed refresh only delays visibility
-            self.log.warning("refresh failed", error=str(exc))
+        for group in url_groups(names):
+            try:
+                cluster.retried(lambda g=group: cluster.dialect.refresh(cluster.client, g),
+                                f"refreshing {','.join(group)}")
+            except ClusterBusy as exc:  # the data is written; a failed refresh only delays visibility
+                self.log.warning("refresh failed", error=str(exc), indices=len(group))
+
+    def abort(self, run: SinkRun) -> None:
+        """Nothing to withdraw: indexed documents stay (a re-run overwrites them by id); no refresh."""
 
     def close(self) -> None:
         cluster = getattr(self, "cluster", None)
         if cluster is not None:
             cluster.close()
             self.cluster = None  # type: ignore[assignment]
+
+
+def indices_of(run: SinkRun) -> set[str]:
+    """The index names in a run's reports (``{"indices": [...]}`` from each writing instance)."""
+    names: set[str] = set()
+    for report in run.reports:
+        names.update(str(n) for n in (report or {}).get("indices") or ())
+    return names
+
+
+def url_groups(names: list[str], limit: int = 3000) -> list[list[str]]:
+    """``names`` cut into groups whose comma-joined form stays under ``limit`` characters, so that
+    refreshing thousands of daily indices never builds a URL that a proxy or the cluster refuses."""
+    groups: list[list[str]] = []
+    size = limit
+    for name in names:
+        if size + len(name) + 1 > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += len(name) + 1
+    return groups
