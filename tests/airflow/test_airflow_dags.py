@@ -13,7 +13,7 @@ from af_helpers import states
 
 from conftest import JOBS_DIR, REPO
 
-STAGES = {"plan": ["extract"], "extract": ["finalize", "transform"], "transform": ["finalize", "load"],
+STAGES = {"plan": ["extract", "load", "transform"], "extract": ["transform"], "transform": ["load"],
           "load": ["finalize"], "finalize": []}
 
 
@@ -22,18 +22,29 @@ def test_tasks_run_plan_extract_transform_load_finalize(dagbag):
     assert {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} == STAGES
 
 
-def test_extract_and_a_partition_scoped_transform_fan_out_per_partition(dagbag):
+def test_extract_transform_and_load_fan_out_per_partition(dagbag):
     dag = dagbag.get_dag("local_daily")
     assert dag.get_task("extract").is_mapped
     assert dag.get_task("transform").is_mapped
-    assert not dag.get_task("load").is_mapped and not dag.get_task("finalize").is_mapped
+    assert dag.get_task("load").is_mapped and not dag.get_task("finalize").is_mapped
 
 
 def test_a_transform_with_run_wide_state_runs_as_one_task(dagbag):
     dag = dagbag.get_dag("rollup")
-    assert dag.get_task("extract").is_mapped
+    assert dag.get_task("extract").is_mapped and dag.get_task("load").is_mapped
     assert not dag.get_task("transform").is_mapped
-    assert {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} == STAGES
+    assert {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} == {
+        "plan": ["extract", "transform"], "extract": ["transform"], "transform": ["load"], "load": ["finalize"],
+        "finalize": []}
+
+
+def test_a_job_without_steps_has_no_transform_task_and_a_fused_job_runs_each_partition_in_one_task(dagbag):
+    assert {t.task_id: sorted(t.downstream_task_ids) for t in dagbag.get_dag("manual").tasks} == {
+        "plan": ["extract", "load"], "extract": ["load"], "load": ["finalize"], "finalize": []}
+    fused = dagbag.get_dag("s3_to_es_fused")
+    assert {t.task_id: sorted(t.downstream_task_ids) for t in fused.tasks} == {
+        "plan": ["run"], "run": ["finalize"], "finalize": []}
+    assert fused.get_task("run").is_mapped
 
 
 def test_the_schedule_block_sets_timetable_dates_catchup_retries_and_tags(dagbag):
@@ -77,7 +88,7 @@ def test_a_manual_run_takes_its_interval_from_conf(get_dag, local_env):
 
 def test_a_broken_job_file_does_not_hide_the_others(dagbag):
     assert dagbag.import_errors == {}
-    assert {"local_daily", "es_to_s3", "s3_to_es", "rollup", "manual"} <= set(dagbag.dag_ids)
+    assert {"local_daily", "es_to_s3", "s3_to_es", "s3_to_es_fused", "rollup", "manual"} <= set(dagbag.dag_ids)
     broken = dagbag.get_dag("sluice_broken__broken")
     assert set(broken.tags) == {"sluice", "broken"}
     assert "broken.yaml" in broken.description and "filtr" in broken.description
@@ -117,7 +128,7 @@ def test_sluice_validate_catches_the_broken_job_before_deploy():
     result = subprocess.run([sluice, "validate", str(JOBS_DIR)], capture_output=True, text=True)
     assert result.returncode == 2
     assert {line.split(":")[0].rsplit("/", 1)[-1] for line in result.stderr.splitlines()[:-1]} == {"broken.yaml"}
-    assert "filtr" in result.stderr and "pathh" in result.stderr and "1 of 6 job file(s) invalid" in result.stderr
+    assert "filtr" in result.stderr and "pathh" in result.stderr and "1 of 7 job file(s) invalid" in result.stderr
     assert "es_to_s3.yaml" in result.stdout  # connection: blocks validate too (placeholders)
 
 

@@ -169,7 +169,7 @@ class StagedRun:
             source.close()
         if len(set(keys)) != len(keys):
             raise JobFailed(f"job {self.job.name!r}: the source returned duplicate partition keys")
-        self._each_sink(lambda sink: sink.prepare(SinkRun()))
+        self._each_sink("plan: preparing the", lambda sink: sink.prepare(SinkRun()))
         plan = {
             "job": self.job.name, "run_id": self.job.run_id,
             "interval": [self.job.interval.start.isoformat(), self.job.interval.end.isoformat()],
@@ -248,12 +248,13 @@ class StagedRun:
         data_run = SinkRun(tuple(sorted({k for m in manifests[final_stage].values() for k in m["partitions"]})),
                            tuple(m["reports"].get("destination", {}) for m in manifests[final_stage].values()))
         # dead letters are kept and made findable whatever the verdict
-        self._sink(self.job.dead_letter, self.ctx.as_dead_letters(), lambda s: s.commit(dead_run))
+        self._sink("finalize: committing the", self.job.dead_letter, self.ctx.as_dead_letters(),
+                   lambda s: s.commit(dead_run))
         if summary.status != "succeeded":
-            self._sink(self.job.destination, self.ctx, lambda s: s.abort(data_run))
+            self._sink("finalize: aborting the", self.job.destination, self.ctx, lambda s: s.abort(data_run))
             raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {summary.error}; the "
                                          "destination was not committed"))
-        self._sink(self.job.destination, self.ctx, lambda s: s.commit(data_run))
+        self._sink("finalize: committing the", self.job.destination, self.ctx, lambda s: s.commit(data_run))
         report = {**summary.to_dict(), "interval": plan["interval"], "stages": {n: c for n, c in stages},
                   "destination": where(self.job.destination), "dead_letters": where(self.job.dead_letter)}
         for key in ("counters", "failures"):
@@ -335,16 +336,22 @@ class StagedRun:
                             f"letters / {read} records read before load) exceeds error_rate_threshold "
                             f"{threshold:.2%}; nothing was loaded; dead letters are in {where(self.job.dead_letter)}")
 
-    def _each_sink(self, fn: Callable[[Sink], None]) -> None:
-        self._sink(self.job.destination, self.ctx, fn)
-        self._sink(self.job.dead_letter, self.ctx.as_dead_letters(), fn)
+    def _each_sink(self, what: str, fn: Callable[[Sink], None]) -> None:
+        self._sink(what, self.job.destination, self.ctx, fn)
+        self._sink(what, self.job.dead_letter, self.ctx.as_dead_letters(), fn)
 
-    def _sink(self, spec: ComponentSpec, ctx: RunContext, fn: Callable[[Sink], None]) -> None:
-        """Open a fresh instance of a sink, call ``fn`` on it (retrying what is transient), close it."""
+    def _sink(self, what: str, spec: ComponentSpec, ctx: RunContext, fn: Callable[[Sink], None]) -> None:
+        """Open a fresh instance of a sink, call ``fn`` on it (retrying what is transient), close it.
+        Errors name the job, the step (``what``) and where the sink writes."""
         sink: Sink = spec.build()
         try:
             sink.open(ctx)
             self._call(lambda: fn(sink))
+        except (ConfigError, JobFailed):
+            raise
+        except Exception as exc:
+            raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {what} "
+                                         f"{spec.where} ({where(spec)}) failed: {describe_error(exc)}")) from None
         finally:
             sink.close()
 

@@ -1,11 +1,11 @@
-"""Airflow DAG factory for Sluice jobs: every job file becomes a
-``plan → extract → transform → load → finalize`` DAG.
+"""Airflow adapter for Sluice: every job file becomes a DAG whose tasks call the staged-run steps
+of ``sluice.stages`` (``plan → extract → transform → load → finalize``, or ``plan → run →
+finalize`` for a fused job).
 
-- ``factory``: job files → DAGs (imports Airflow; used by ``dags/sluice_dags.py``).
-- ``stages``: the stages as plain Sluice runs over a staging area (no Airflow import).
-- ``staging``, ``staged_source``: where stages hand records over, and reading them back.
-- ``reconcile``: the counts every stage hands on, and the check that they add up.
-- ``connections``, ``plugin``: Airflow connections as credentials (``connection:``, ``secret('airflow:...')``).
+- ``factory``: job files → DAGs, timetables, task mapping, broken job files (imports Airflow;
+  used by ``dags/sluice_dags.py``).
+- ``connections``, ``plugin``: Airflow connections for ``connection:`` and
+  ``secret('airflow:...')``; the component plugins map them onto their own fields.
 
 Importing this package (or its plugin module) does not import Airflow.
 """

@@ -1,4 +1,6 @@
-"""Job files → Airflow DAGs: ``plan → extract (mapped) → transform → load → finalize``.
+"""Job files → Airflow DAGs whose tasks call the staged-run steps of ``sluice.stages``:
+``plan → extract (mapped) → transform → load (mapped) → finalize``, or ``plan → run (mapped) →
+finalize`` for a fused job.
 
 A job file is read raw and validated at parse time with placeholder secrets and without looking
 up connections (parsing must stay fast and offline); the raw dict is kept and resolved again at
@@ -9,9 +11,9 @@ it is visible to the operator while every other job keeps its DAG.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,11 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 
-from sluice import ConfigError
+from sluice import ConfigError, stages
 from sluice.config import JobConfig, ScheduleConfig, load_job, read_job_file
 from sluice.records import safe_key
+from sluice.stages import Layout
 from sluice.templating import Interval
-
-from .connections import expand_job
-from .stages import RunPlan, transform_mode
 
 log = logging.getLogger("sluice_airflow")
 
@@ -73,35 +73,33 @@ def build_dags(jobs_dir: str | Path) -> dict[str, DAG]:
     return dags
 
 
-def validate_job(path: str | Path) -> tuple[dict[str, Any], JobConfig, str]:
-    """Read and validate a job file as the DAG processor does: ``(raw dict, config, transform mode)``.
+def validate_job(path: str | Path) -> tuple[dict[str, Any], JobConfig, Layout]:
+    """Read and validate a job file as the DAG processor does: ``(raw dict, config, layout)``.
 
     Raises ConfigError listing every problem (the same checks as ``sluice validate``, plus the
-    Airflow-only ones: staging and ``connection:``).
+    Airflow-only ones: staging must be shared by every worker, and the layout must run staged).
     """
     raw = read_job_file(path)
-    if not raw.get("staging") and os.environ.get("SLUICE_STAGING"):
-        raw["staging"] = os.environ["SLUICE_STAGING"]
-    job = load_job(expand_job(raw, lookup=False), interval=PARSE_INTERVAL, secret_mode="placeholder")
-    if not job.config.staging:
+    job = load_job(raw, interval=PARSE_INTERVAL, secret_mode="placeholder")
+    if not job.config.staging and not os.environ.get(stages.STAGING_ENV):
         raise ConfigError(f"{path}: job {job.name!r}: staging: is required to run under Airflow "
-                          "(s3://bucket/prefix, or a directory every worker shares; or set SLUICE_STAGING)")
-    return raw, job.config, transform_mode(job)
+                          f"(s3://bucket/prefix, or a directory every worker shares; or set {stages.STAGING_ENV})")
+    return raw, job.config, stages.layout(job)
 
 
 def dag_for_job(path: str | Path) -> DAG:
     """The DAG of one job file (raises ConfigError when the file is invalid)."""
-    raw, config, mode = validate_job(path)
+    raw, config, layout = validate_job(path)
     schedule = config.schedule
     kwargs = schedule_kwargs(schedule) if schedule else {
         "schedule": None, "start_date": MANUAL_START, "catchup": False, "max_active_runs": 1,
         "default_args": {"owner": "sluice", "retries": 0}, "tags": ["sluice"],
     }
     doc = (f"Sluice job `{config.job_name}` from `{path}`.\n\n{config.description or ''}\n\n"
-           "plan → extract (one task per source partition) → transform → load → finalize")
+           f"{' → '.join(['plan', *layout.stages, 'finalize'])} (mode {layout.mode}, transform {layout.transform})")
     with DAG(dag_id=config.job_name, description=(config.description or f"Sluice job {config.job_name}")[:200],
              doc_md=doc, **kwargs) as dag:
-        _tasks(raw, mode)
+        _tasks(raw, layout)
     return dag
 
 
@@ -146,59 +144,75 @@ def _utc(value: datetime) -> datetime:
     return datetime.fromtimestamp(value.timestamp(), UTC)
 
 
-def _plan(raw: dict[str, Any]) -> RunPlan:
-    return RunPlan(raw, run_interval(get_current_context()))
+def _label(partition: str) -> None:
+    """Name the mapped task instance after its partition (``map_index_template``)."""
+    get_current_context()["sluice_partition"] = partition  # type: ignore[typeddict-unknown-key]
 
 
-def _tasks(raw: dict[str, Any], mode: str) -> None:
-    """Declare the tasks of one job's DAG inside the current DAG context."""
+def _interval() -> Interval:
+    return run_interval(get_current_context())
+
+
+def _tasks(raw: dict[str, Any], layout: Layout) -> None:
+    """Declare the tasks of one job's DAG inside the current DAG context: each calls one step of
+    ``sluice.stages`` with the run's interval; XCom carries only the steps' small manifests."""
+
+    mapped = {"map_index_template": "{{ sluice_partition }}", "trigger_rule": "none_failed"}
 
     @task(task_id="plan")
     def plan() -> list[str]:
-        """The source partitions of this interval: one extract task each."""
-        return _plan(raw).partitions()
+        """The source partitions of this interval (one mapped task each); readies the sinks."""
+        return list(stages.plan(raw, _interval())["partitions"])
 
-    @task(task_id="extract", map_index_template="{{ sluice_partition }}")
-    def extract(partition: str) -> Any:
+    @task(task_id="extract", **mapped)
+    def extract(partition: str) -> dict[str, Any]:
         """Source partition → staging."""
-        get_current_context()["sluice_partition"] = partition  # type: ignore[typeddict-unknown-key]
-        return _plan(raw).extract(partition)
+        _label(partition)
+        return stages.extract(raw, _interval(), partition)
 
-    @task(task_id="transform", map_index_template="{{ sluice_partition }}", trigger_rule="none_failed")
-    def transform_partition(manifest: dict[str, Any]) -> Any:
+    @task(task_id="transform", **mapped)
+    def transform_partition(partition: str) -> dict[str, Any]:
         """Staged partition → transform steps → staging."""
-        get_current_context()["sluice_partition"] = manifest["partition"]  # type: ignore[typeddict-unknown-key]
-        return _plan(raw).transform(manifest["partition"])
+        _label(partition)
+        return stages.transform(raw, _interval(), partition)
 
     @task(task_id="transform", trigger_rule="none_failed")
-    def transform_all(manifests: Sequence[dict[str, Any]]) -> Any:
-        """Every staged partition → transform steps (with run-wide state) → staging, in one run."""
-        return _plan(raw).transform(None)
+    def transform_all(partitions: list[str]) -> list[str]:
+        """Every staged partition → transform steps (with run-wide state) → staging, in one task.
+        Returns the partitions to load: every source partition, and the run-wide one."""
+        return list(stages.transform(raw, _interval(), None)["partitions"]) or list(partitions)
 
-    @task(task_id="transform", trigger_rule="none_failed")
-    def transform_none(manifests: Sequence[dict[str, Any]]) -> Any:
-        """No transform steps: load reads the extract staging directly."""
-        return {"stage": "transform", "partition": "-", "skipped": True}
+    @task(task_id="load", **mapped)
+    def load(partition: str) -> dict[str, Any]:
+        """Staged partition → destination, uncommitted."""
+        _label(partition)
+        return stages.load(raw, _interval(), partition)
 
-    @task(task_id="load", trigger_rule="none_failed")
-    def load(transformed: Any) -> Any:
-        """Staging → destination, uncommitted."""
-        return _plan(raw).load()
+    @task(task_id="run", **mapped)
+    def run(partition: str) -> dict[str, Any]:
+        """Fused: source partition → transform steps → destination, uncommitted."""
+        _label(partition)
+        return stages.run_partition(raw, _interval(), partition)
 
     @task(task_id="finalize", trigger_rule="none_failed")
-    def finalize(extracted: Any, transformed: Any, loaded: dict[str, Any]) -> Any:
-        """Reconcile, persist dead letters, check the error rate, commit, clean staging."""
-        transformed = [transformed] if isinstance(transformed, dict) else list(transformed or [])
-        return _plan(raw).finalize(list(extracted or []), [t for t in transformed if not t.get("skipped")], loaded)
+    def finalize() -> dict[str, Any]:
+        """Reconcile every step, judge the error rate, commit dead letters and destination."""
+        return stages.finalize(raw, _interval())
 
-    extracted = extract.expand(partition=plan())
-    if mode == "mapped":
-        transformed = transform_partition.expand(manifest=extracted)
-    elif mode == "single":
-        transformed = transform_all(extracted)
-    else:
-        transformed = transform_none(extracted)
-    finalize(extracted, transformed, load(transformed))
+    planned = plan()
+    if layout.mode == "fused":
+        run.expand(partition=planned) >> finalize()
+        return
+    steps: list[Any] = [extract.expand(partition=planned)]
+    to_load = planned
+    if layout.transform == "separate":
+        steps.append(transform_partition.expand(partition=planned))
+    elif layout.transform == "single":
+        to_load = transform_all(planned)
+        steps.append(to_load)
+    steps += [load.expand(partition=to_load), finalize()]
+    for upstream, downstream in itertools.pairwise(steps):
+        upstream >> downstream
 
 
 def broken_dag(path: str | Path, problems: list[str]) -> DAG:
