@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from sluice import SinkRun
 from sluice.testing import build, make_context, read_jsonl, run_job
 
 from .helpers import BUCKET, FAST_RUNTIME, conn, encode, keys, put_records, read_prefix, read_records
@@ -116,7 +117,7 @@ def test_manifest_counts_a_multipart_file_of_an_earlier_attempt_by_reading_it(s3
     s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
     sink = build("sink", {"type": "s3", "uri": f"s3://{BUCKET}/out", "compression": "none", **conn(moto_url)}, ctx)
-    sink.commit()
+    sink.commit(SinkRun(resume=True))
     sink.close()
     manifest = orjson.loads(s3.get_object(Bucket=BUCKET, Key=f"{OUT}_manifest.json")["Body"].read())
     (entry,) = manifest["files"]

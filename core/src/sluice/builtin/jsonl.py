@@ -98,9 +98,8 @@ class JsonlSinkConfig(ComponentConfig):
     compression: Compression = Field("none", description="none, gzip or zstd.")
     max_records_per_file: int = Field(100_000, ge=1, description="Roll over to a new part file after this many.")
     overwrite: bool = Field(
-        True, description="Replace the run's earlier output: a partition written again replaces its part files, "
-                          "and commit removes part files of partitions the run no longer has. false: leave "
-                          "other partitions' files (several jobs share the folder)."
+        True, description="Commit removes part files of partitions the run no longer has; false: leave them "
+                          "(several jobs share the folder). A partition written again always replaces its own."
     )
     markers_when_empty: bool = Field(True, description="Write _SUCCESS and _manifest.json even with no records.")
 

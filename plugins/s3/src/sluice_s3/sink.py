@@ -2,8 +2,10 @@
 
 Keys come from the job, the data interval, the source partition and the engine's batch sequence
 (of the first batch in the file), never the clock: a re-run or a resumed run rewrites the same
-keys. A fresh run first removes this run's files left by an earlier attempt; ``commit()`` writes
-``_manifest.json`` and then ``_SUCCESS``; ``abort()`` aborts every open multipart upload.
+keys. The sink is two-phase (see ``sluice.components.Sink``): ``start_partition`` replaces what an
+earlier attempt wrote for a partition, ``commit(run)`` lists the run's folder, so a fresh instance
+in another process can prune partitions the run no longer has and write ``_manifest.json`` and then
+``_SUCCESS``; ``abort(run)`` aborts this instance's uploads and withdraws both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from sluice import Batch, DeadLetter, PermanentError, Sink, SluiceError, WriteResult
+from sluice import Batch, DeadLetter, PermanentError, Sink, SinkRun, SluiceError, WriteResult
 from sluice.codecs import EXTENSIONS, Compression, compressor, open_reader
 from sluice.lines import dumps_lines, iter_lines
 from sluice.records import safe_key
@@ -63,8 +65,11 @@ class S3SinkConfig(S3Connection):
     max_parts_in_flight: int = Field(
         8, ge=1, description="Parts buffered or uploading at once; memory is about this times the part size."
     )
-    overwrite: bool = Field(True, description="A fresh (not --resume) run first deletes this run's files, manifest "
-                                              "and success marker left by an earlier attempt.")
+    overwrite: bool = Field(
+        True, description="Commit removes files of partitions the run no longer has (an earlier attempt's, "
+                          "when the source's partitioning changed); false: leave them (a folder several jobs "
+                          "share). A partition written again always replaces its own files."
+    )
     manifest: str | None = Field(
         "_manifest.json", description="Manifest object name, written at commit in the run's output folder "
                                       "(dead letters: _dead_letters_manifest.json); null: none."
@@ -88,9 +93,10 @@ class S3Sink(Sink):
     config: S3SinkConfig
 
     def open(self, ctx: Any) -> None:
+        """Connect and check the bucket; nothing is deleted here (that is ``start_partition``'s job)."""
         super().open(ctx)
         c = self.config
-        self.dead_letter_store = getattr(self, "role", "data") == "dead_letters"
+        self.dead_letter_store = ctx.sink_role == "dead_letters"
         self.bucket, prefix = parse_uri(c.uri)
         template = c.key or (DEAD_LETTER_KEY if self.dead_letter_store else DATA_KEY) + EXTENSIONS[c.compression]
         where = "dead_letter.key" if self.dead_letter_store else "destination.key"
@@ -109,31 +115,39 @@ class S3Sink(Sink):
                              c.multipart_threshold, c.multipart_part_size)
         self._lock = threading.Lock()
         self._open: dict[str, dict[str, ObjectWriter]] = {}  # partition -> folder -> open object
-        self._closed: dict[str, dict[str, Any]] = {}  # key -> manifest entry, for files of this process
-        self._existing: dict[str, list[tuple[int, str]]] = {}  # resumed run: partition -> (seq, key) in S3
+        self._closed: dict[str, dict[str, Any]] = {}  # key -> manifest entry, for files of this instance
+        self._listing_lock = threading.Lock()
+        self._earlier: dict[str, list[tuple[int, str]]] = {}  # safe partition -> (seq, key) of listed files
+        self._listed = False
         self._check_bucket()
-        self._abort_stale_uploads()
-        if c.overwrite and not ctx.resume:
-            self._delete_previous_output()
-        elif ctx.resume:
-            for obj in self._list(self._root_prefix()):
-                partition, seq = self.layout.parts(obj["Key"]) or ("", 0)
-                self._existing.setdefault(partition, []).append((seq, obj["Key"]))
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.layout.root}/"
 
     # -- writing ------------------------------------------------------------------------------
+    def start_partition(self, partition: str, seq: int) -> None:
+        """Delete the files an earlier attempt started for ``partition`` at batch ``seq`` or later:
+        they are written again, maybe with other boundaries (rollover settings, folders). Done with
+        ``overwrite: false`` too: they are this run's files of this partition, and leaving them would
+        duplicate records."""
+        key = safe_key(partition)
+        with self._listing_lock:
+            if not self._listed:  # one listing per instance serves every partition it starts
+                objects = self._list(self._root_prefix())
+                for obj in objects:
+                    name, file_seq = self.layout.parts(obj["Key"]) or ("", 0)
+                    self._earlier.setdefault(name, []).append((file_seq, obj["Key"]))
+                self._listed = True
+            stale = [k for file_seq, k in self._earlier.get(key, []) if file_seq >= seq]
+        if stale:
+            self._delete(stale)
+            with self._listing_lock:  # only once deleted: a retried call after a failure deletes them again
+                self._earlier[key] = [(s, k) for s, k in self._earlier[key] if s < seq]
+
     def write(self, batch: Batch) -> WriteResult:
         partition = batch.partition
-        stale = None
         with self._lock:
-            files = self._open.get(partition)
-            if files is None:
-                files = self._open[partition] = {}
-                stale = self._existing.pop(safe_key(partition), None)
-        if stale:
-            self._delete_after(batch.seq, stale)
+            files = self._open.setdefault(partition, {})
         if not batch.records:
             return WriteResult(durable=not files)
         dead: list[DeadLetter] = []
@@ -237,17 +251,6 @@ class S3Sink(Sink):
     def _marker_keys(self) -> list[str]:
         return [f"{self._root_prefix()}{name}" for name in (self.marker_name, self.manifest_name) if name]
 
-    def _delete_previous_output(self) -> None:
-        self._delete(self._marker_keys())  # first, so no reader takes the folder for complete meanwhile
-        self._delete([o["Key"] for o in self._list(self._root_prefix())])
-
-    def _delete_after(self, seq: int, existing: list[tuple[int, str]]) -> None:
-        """A resumed partition restarts at batch ``seq``: files an earlier attempt started at or after
-        it were never checkpointed and will be written again, maybe with other boundaries; drop them."""
-        keys = [key for file_seq, key in existing if file_seq >= seq]
-        if keys:
-            self._delete(keys)
-
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
             chunk = [{"Key": k} for k in keys[start:start + 1000]]
@@ -277,13 +280,34 @@ class S3Sink(Sink):
                 return
             kwargs["KeyMarker"], kwargs["UploadIdMarker"] = resp.get("NextKeyMarker"), resp.get("NextUploadIdMarker")
 
-    def commit(self) -> None:
+    # -- the run's phases ---------------------------------------------------------------------
+    def prepare(self, run: SinkRun) -> None:
+        """Abort multipart uploads of this run's keys left by a killed process; nothing else (a
+        staged run's plan may be re-run alone at any time, so published output stays)."""
+        self._abort_stale_uploads()
+
+    def report(self) -> dict[str, Any]:
+        """Nothing: ``commit`` finds every file, and its counts, in the bucket."""
+        return {}
+
+    def commit(self, run: SinkRun) -> None:
+        """Prune partitions the run no longer has, then write the manifest and ``_SUCCESS`` from what
+        the run's folder holds: works on a fresh instance in a process that wrote nothing."""
         with self._lock:
             partitions = list(self._open)
         for partition in partitions:
             self.finish_partition(partition)
         objects = self._list(self._root_prefix())
+        if self.config.overwrite and run.partitions is not None:
+            keep = {safe_key(k) for k in run.partitions}
+            gone = [o["Key"] for o in objects if (self.layout.parts(o["Key"]) or ("", 0))[0] not in keep]
+            if gone:
+                self._withdraw()  # first, so no reader takes the folder for complete meanwhile
+                self._delete(gone)
+                objects = [o for o in objects if (self.layout.parts(o["Key"]) or ("", 0))[0] in keep]
+        self._abort_stale_uploads()
         if not objects and not self.markers_when_empty:
+            self._withdraw()  # e.g. no dead letters this time: an earlier attempt's manifest goes too
             return
         files = [self._entry(o) for o in sorted(objects, key=lambda o: o["Key"])]
         manifest = {
@@ -305,8 +329,8 @@ class S3Sink(Sink):
                                                              Body=b""), "writing", root + self.marker_name)
 
     def _entry(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """The manifest entry of a key: from this process, else from the object's metadata (an
-        earlier attempt of a resumed run), else by reading it (a multipart object of an earlier attempt)."""
+        """The manifest entry of a key: from this instance, else from the object's metadata (written by
+        another process or an earlier attempt), else by reading it (a multipart object written elsewhere)."""
         key = obj["Key"]
         known = self._closed.get(key)
         if known is not None:
@@ -342,7 +366,20 @@ class S3Sink(Sink):
                 records += 1 if line.strip() else 0
         return {"key": key, "records": records, "bytes": size, "sha256": sha.hexdigest()}
 
-    def abort(self) -> None:
+    def abort(self, run: SinkRun) -> None:
+        """Abort this instance's uploads, and withdraw the success marker and manifest: the attempt
+        may have replaced part of the output they describe."""
+        errors = self._abort_open()
+        self._withdraw()
+        if errors:
+            raise PermanentError(f"s3 sink: {len(errors)} multipart upload(s) could not be aborted; first: {errors[0]}")
+
+    def _withdraw(self) -> None:
+        """Remove the success marker and manifest (missing ones are fine)."""
+        self._delete(self._marker_keys())
+
+    def _abort_open(self) -> list[str]:
+        """Abort every file this instance holds open; returns one message per upload that failed."""
         with self._lock:
             open_files, self._open = [w for files in self._open.values() for w in files.values()], {}
         errors = []
@@ -351,10 +388,13 @@ class S3Sink(Sink):
                 writer.abort()
             except Exception as exc:
                 errors.append(f"{writer.key}: {exc}")
-        if errors:
-            raise PermanentError(f"s3 sink: {len(errors)} multipart upload(s) could not be aborted; first: {errors[0]}")
+        return errors
 
     def close(self) -> None:
+        """Abort unfinished uploads (never reported durable) and stop the upload threads."""
+        if hasattr(self, "_open"):
+            for error in self._abort_open():
+                self.ctx.logger("s3").warning("aborting an unfinished upload failed", error=error)
         pool = getattr(self, "pool", None)
         if pool is not None:
             pool.shutdown()
