@@ -84,6 +84,20 @@ def list_objects(list_page: Callable[[str | None], dict[str, Any]]) -> Iterator[
         token = page["NextContinuationToken"]
 
 
+def objects_under(client: Any, bucket: str, prefix: str, retry: Callable[[Callable[[], Any], str, str | None], Any],
+                  what: str = "listing") -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix``; ``retry(fn, what, where)`` runs each page request (error
+    translation and retries as the caller's component does them)."""
+
+    def page(token: str | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        return retry(lambda: client.list_objects_v2(**kwargs), what, prefix or None)  # type: ignore[no-any-return]
+
+    return list_objects(page)
+
+
 @dataclass
 class KeyRange:
     """Keys after ``start_after`` up to and including ``last_key``: a partition's work."""

@@ -23,6 +23,7 @@ from sluice.records import safe_key
 
 from .client import S3Connection, S3Uri, make_client, parse_uri
 from .layout import MISSING, Folders, KeyLayout, PartitionBy
+from .listing import objects_under
 from .reader import open_object
 from .upload import ObjectWriter, PartPool, Target
 
@@ -231,19 +232,9 @@ class S3Sink(Sink):
                           "opening", "")
 
     def _list(self, prefix: str) -> list[dict[str, Any]]:
-        """Objects under ``prefix`` matching this run's layout (pages listed one after the other)."""
-        out: list[dict[str, Any]] = []
-        token: str | None = None
+        """Objects under ``prefix`` matching this run's layout."""
         match = self.layout.pattern.match
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self.target.retry(lambda kw=kwargs: self.client.list_objects_v2(**kw), "listing", prefix)
-            out.extend(o for o in page.get("Contents") or () if match(o["Key"]))
-            if not page.get("IsTruncated"):
-                return out
-            token = page["NextContinuationToken"]
+        return [o for o in objects_under(self.client, self.bucket, prefix, self.target.retry) if match(o["Key"])]
 
     def _root_prefix(self) -> str:
         return f"{self.layout.root}/" if self.layout.root else ""

@@ -19,6 +19,7 @@ from sluice.retry import retry_call
 from sluice.staging import StagingStore
 
 from .client import S3Connection, call, is_transient, join_key, make_client, parse_uri
+from .listing import objects_under
 
 if TYPE_CHECKING:
     from sluice.config import Job
@@ -71,18 +72,8 @@ class S3StagingStore(StagingStore):
         folder = self._key(prefix.strip("/"))
         folder = f"{folder}/" if folder else ""
         root = f"{self.prefix}/" if self.prefix else ""
-        keys: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": folder}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(lambda kw=kwargs: self.client.list_objects_v2(**kw), "listing staging in",
-                              folder or None)
-            keys.extend(o["Key"][len(root):] for o in page.get("Contents") or () if not o["Key"].endswith("/"))
-            if not page.get("IsTruncated"):
-                return sorted(keys)
-            token = page["NextContinuationToken"]
+        objects = objects_under(self.client, self.bucket, folder, self._call, "listing staging in")
+        return sorted(o["Key"][len(root):] for o in objects if not o["Key"].endswith("/"))
 
     def delete(self, keys: Iterable[str]) -> None:
         full = [self._key(k) for k in keys]
