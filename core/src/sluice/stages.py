@@ -21,8 +21,9 @@ under ``{staging}/{job}/_runs/`` and their folders removed after ``staging.reten
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -158,13 +159,9 @@ class StagedRun:
         """List the source's partitions and ready both sinks; the plan is kept in staging."""
         source = self.job.source.build()
         try:
-            source.open(self.ctx)
-            keys = [p.key for p in self._call(source.partitions)]
-        except (ConfigError, JobFailed):
-            raise
-        except Exception as exc:
-            raise JobFailed(secrets.mask(f"job {self.job.name!r}, plan: listing the partitions of "
-                                         f"{where(self.job.source)} failed: {describe_error(exc)}")) from None
+            with self._failing(f"plan: listing the partitions of {where(self.job.source)}"):
+                source.open(self.ctx)
+                keys = [p.key for p in self._call(source.partitions)]
         finally:
             source.close()
         if len(set(keys)) != len(keys):
@@ -345,15 +342,22 @@ class StagedRun:
         Errors name the job, the step (``what``) and where the sink writes."""
         sink: Sink = spec.build()
         try:
-            sink.open(ctx)
-            self._call(lambda: fn(sink))
+            with self._failing(f"{what} {spec.where} ({where(spec)})"):
+                sink.open(ctx)
+                self._call(lambda: fn(sink))
+        finally:
+            sink.close()
+
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """Errors inside become one JobFailed line naming the job, the run and what was being done."""
+        try:
+            yield
         except (ConfigError, JobFailed):
             raise
         except Exception as exc:
-            raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {what} "
-                                         f"{spec.where} ({where(spec)}) failed: {describe_error(exc)}")) from None
-        finally:
-            sink.close()
+            raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {what} failed: "
+                                         f"{describe_error(exc)}")) from None
 
     def _call(self, fn: Callable[[], T]) -> T:
         return retry_call(fn, self.job.config.runtime.retry, metrics=self.ctx.metrics)
