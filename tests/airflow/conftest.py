@@ -1,5 +1,5 @@
 """Real Airflow 3 for the DAG factory tests: a temp AIRFLOW_HOME with SQLite, a DAG folder holding a
-copy of ``dags/sluice_dags.py`` and the test job files, and ``dag.test()`` runs.
+copy of ``dags/sluice_dags.py``, ``dags/sluice_job_checks.py`` and the test job files, and ``dag.test()`` runs.
 
 Airflow reads its configuration when it is first imported, so the environment is set here, at
 import time, before any test module imports airflow.
@@ -24,7 +24,8 @@ JOBS_DIR = DAGS_DIR / "jobs"
 BUCKET = "sluice-af"
 
 DAGS_DIR.mkdir()
-shutil.copy(REPO / "dags" / "sluice_dags.py", DAGS_DIR / "sluice_dags.py")
+for dag_file in ("sluice_dags.py", "sluice_job_checks.py"):
+    shutil.copy(REPO / "dags" / dag_file, DAGS_DIR / dag_file)
 shutil.copytree(Path(__file__).parent / "jobs", JOBS_DIR)
 
 os.environ.update({

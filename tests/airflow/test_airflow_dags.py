@@ -86,19 +86,56 @@ def test_a_manual_run_takes_its_interval_from_conf(get_dag, local_env):
     assert read_jsonl(local_env["TEST_OUT"] / "manual" / "date=2024-02-03") == [{"k": 1}, {"k": 2}]
 
 
-def test_a_broken_job_file_does_not_hide_the_others(dagbag):
-    assert dagbag.import_errors == {}
+def test_a_broken_job_file_does_not_hide_the_others_and_is_an_import_error_naming_file_and_fields(dagbag):
     assert {"local_daily", "es_to_s3", "s3_to_es", "s3_to_es_fused", "rollup", "manual"} <= set(dagbag.dag_ids)
-    broken = dagbag.get_dag("sluice_broken__broken")
+    broken = dagbag.get_dag("broken")  # the job keeps its own DAG id
     assert set(broken.tags) == {"sluice", "broken"}
     assert "broken.yaml" in broken.description and "filtr" in broken.description
     assert "pathh" in broken.doc_md and "Did you mean 'filter'" in broken.doc_md
+    [(where, error)] = dagbag.import_errors.items()  # where operators look: the import errors
+    assert where.endswith("sluice_job_checks.py")
+    assert "broken.yaml" in error and "unknown transform type 'filtr'" in error and "pathh" in error
 
 
 def test_the_broken_dag_fails_with_the_problems(get_dag):
-    dr = get_dag("sluice_broken__broken").test()
+    dr = get_dag("broken").test()
     assert dr.state == "failed"
     assert states(dr) == {("job_file_is_broken", -1): "failed"}
+
+
+def test_a_typo_in_a_scheduled_job_keeps_its_dag_id_and_schedule_and_fails_its_runs(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    text = (JOBS_DIR / "s3_to_es.yaml").read_text()
+    assert "keys_per_partition" in text
+    (jobs / "s3_to_es.yaml").write_text(text.replace("keys_per_partition", "keys_per_partiton"))
+    monkeypatch.setenv("SLUICE_JOBS_DIR", str(jobs))
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    dag = bag.get_dag("s3_to_es")
+    assert dag is not None and "broken" in dag.tags
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable" and dag.timetable.expression == "0 0 * * *"
+    assert "keys_per_partiton" in dag.description
+    [error] = bag.import_errors.values()
+    assert "s3_to_es.yaml" in error and "keys_per_partiton: Extra inputs are not permitted" in error
+    for t in dag.tasks:
+        t.retries = 0
+    end = datetime(2024, 1, 3, tzinfo=UTC)
+    dr = dag.test(logical_date=end, run_after=end)
+    assert dr.state == "failed"
+    [ti] = dr.get_task_instances()
+    assert ti.task_id == "job_file_is_broken" and ti.state == "failed"
+
+
+def test_parsing_for_one_task_builds_only_that_job(monkeypatch, caplog):
+    from sluice_airflow.factory import build_dags
+
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "manual")
+    with caplog.at_level(logging.ERROR, logger="sluice_airflow"):
+        dags = build_dags(JOBS_DIR)
+    assert list(dags) == ["manual"]
+    assert caplog.records == []  # broken.yaml is not this task's job: nothing about it in its log
 
 
 def test_a_broken_job_is_logged_in_one_line_naming_file_and_problems(tmp_path, caplog):
@@ -113,8 +150,8 @@ def test_a_broken_job_is_logged_in_one_line_naming_file_and_problems(tmp_path, c
     (tmp_path / "not_yaml.yml").write_text("job_name: [unclosed\n")
     with caplog.at_level(logging.ERROR, logger="sluice_airflow"):
         dags = build_dags(tmp_path)
-    assert sorted(dags) == ["local_daily", "manual", "sluice_broken__bad_cron", "sluice_broken__broken",
-                            "sluice_broken__not_yaml", "sluice_broken__twin"]
+    assert sorted(dags) == ["bad_cron", "broken", "local_daily", "manual", "sluice_broken__not_yaml",
+                            "sluice_broken__twin"]  # job names kept where the file still names its job
     lines = {r.getMessage().split(" is broken")[0].rsplit("/", 1)[-1]: r.getMessage() for r in caplog.records}
     assert sorted(lines) == ["bad_cron.yaml", "broken.yaml", "not_yaml.yml", "twin.yaml"]
     assert all("\n" not in m for m in lines.values())
@@ -152,3 +189,17 @@ def test_sluice_jobs_dir_points_the_dag_file_at_another_folder(tmp_path, monkeyp
     monkeypatch.setenv("SLUICE_JOBS_DIR", str(tmp_path / "jobs"))
     bag = DagBag(dag_folder=str(REPO / "dags" / "sluice_dags.py"))
     assert bag.import_errors == {} and list(bag.dag_ids) == ["manual"]
+
+
+def test_the_dag_docs_show_the_job_file_as_written_and_keep_angle_brackets(tmp_path):
+    from sluice_airflow.factory import broken_dag, dag_for_job
+
+    dag = dag_for_job(JOBS_DIR / "s3_to_es.yaml")
+    assert "```yaml\n" + (JOBS_DIR / "s3_to_es.yaml").read_text().rstrip() + "\n```" in dag.doc_md
+    assert "connection: test_es" in dag.doc_md  # secrets as written: never a resolved value
+    long = "x" * 300
+    path = tmp_path / "j.yaml"
+    path.write_text(f"job_name: j\ndescription: {long}\nsource: {{type: nope}}\n")
+    broken = broken_dag(path, ["use secret('airflow:my_os:<field>') for credentials", long])
+    assert "secret('airflow:my_os:&lt;field&gt;')" in broken.doc_md  # rendered as <field>, not dropped
+    assert long in broken.description  # not cut at 200 characters

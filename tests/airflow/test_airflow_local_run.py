@@ -130,3 +130,17 @@ def test_a_run_wide_aggregate_sees_every_partition_in_one_transform_task(get_dag
     assert sorted(got, key=lambda r: r["app"]) == [{"app": "api", "docs": 15}, {"app": "web", "docs": 15}]
     report = xcom(dr, "finalize")
     assert (report["read"], report["filtered_total"], report["created"], report["written"]) == (30, 30, 2, 2)
+
+
+def test_a_scheduled_job_logs_its_interval_and_warns_that_a_conf_ds_is_ignored(get_dag, local_env, caplog):
+    import logging
+
+    seed(local_env["TEST_DATA"], "2024-01-02", events("2024-01-02", 30))
+    end = day("2024-01-03")
+    with caplog.at_level(logging.INFO, logger="sluice_airflow"):
+        dr = get_dag("local_daily").test(logical_date=end, run_after=end, run_conf={"ds": "2024-01-20"})
+    assert dr.state == "success", states(dr)
+    messages = [r.getMessage() for r in caplog.records if r.name == "sluice_airflow"]
+    assert any("conf {'ds': '2024-01-20'} is ignored" in m and "2024-01-02T00:00:00+00:00" in m for m in messages)
+    assert any(f"run {dr.run_id} processes the interval 2024-01-02T00:00:00+00:00 to 2024-01-03T00:00:00+00:00" in m
+               for m in messages)

@@ -14,6 +14,7 @@ import pytest
 
 from sluice import ConfigError, JobFailed
 from sluice.config import load_job
+from sluice.lease import LeaseHeld
 from sluice.stages import StagedRun, run_staged
 from sluice.templating import Interval
 from sluice.testing import read_jsonl, run_job
@@ -204,3 +205,80 @@ def test_sluice_run_staged_from_the_command_line(tmp_path: Path) -> None:
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "succeeded" and summary["written"] == 190 and summary["reconciled"]
     assert len(read_jsonl(tmp_path / "out")) == 190
+
+
+def test_a_second_run_of_the_interval_fails_at_once_while_the_first_holds_the_lease(tmp_path: Path) -> None:
+    write_input(tmp_path, files=2)
+    job_ = load_job(job(tmp_path), interval=DAY)
+    with StagedRun(job_, owner="scheduled__2024-01-02") as first, StagedRun(job_, owner="manual__x") as second:
+        plan = first.plan()
+        with pytest.raises(LeaseHeld, match=r"is being run by 'scheduled__2024-01-02' .* this run \('manual__x'\) "
+                                            r"stops"):
+            second.plan()
+        with pytest.raises(LeaseHeld):
+            second.extract(plan["partitions"][0])
+        for step in (first.extract, first.transform, first.load):
+            for p in plan["partitions"]:
+                step(p)  # the holder's own steps renew the lease
+        first.finalize()  # releases it
+        assert second.plan()["partitions"] == plan["partitions"]
+
+
+def test_a_lease_that_was_not_renewed_expires_and_another_run_takes_it_over(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sluice.lease import Lease
+    from sluice.staging import LocalStagingStore
+
+    store = LocalStagingStore(tmp_path / "staging")
+    dead = Lease(store, "j/i/lease.json", "run-that-died", timedelta(seconds=0.2), "job 'j'")
+    dead.acquire()
+    alive = Lease(store, "j/i/lease.json", "new-run", timedelta(seconds=5), "job 'j'")
+    with pytest.raises(LeaseHeld):
+        alive.acquire()
+    import time
+
+    time.sleep(0.3)
+    alive.acquire()
+    with pytest.raises(LeaseHeld, match="is being run by 'new-run'"):
+        dead.acquire()
+
+
+def test_a_long_step_keeps_renewing_its_lease(tmp_path: Path) -> None:
+    import time
+    from datetime import timedelta
+
+    from sluice.lease import Lease
+    from sluice.staging import LocalStagingStore
+
+    store = LocalStagingStore(tmp_path / "staging")
+    mine = Lease(store, "j/i/lease.json", "long-run", timedelta(seconds=0.3), "job 'j'")
+    other = Lease(store, "j/i/lease.json", "other", timedelta(seconds=5), "job 'j'")
+    with mine.held():
+        for _ in range(4):  # well past the ttl: the heartbeat renews it
+            time.sleep(0.25)
+            with pytest.raises(LeaseHeld):
+                other.acquire()
+    mine.release()
+    other.acquire()
+
+
+def test_two_processes_racing_for_a_free_lease_get_it_once(tmp_path: Path) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        won = pool.starmap(_try_lease, [(str(tmp_path / "staging"), f"run-{i}") for i in range(8)])
+    assert sum(won) == 1
+
+
+def _try_lease(root: str, owner: str) -> bool:
+    from datetime import timedelta
+
+    from sluice.lease import Lease
+    from sluice.staging import LocalStagingStore
+
+    try:
+        Lease(LocalStagingStore(root), "j/i/lease.json", owner, timedelta(minutes=1), "job 'j'").acquire()
+    except LeaseHeld:
+        return False
+    return True

@@ -171,3 +171,29 @@ def test_without_an_s3_component_the_aws_default_chain_is_used(bucket: str) -> N
 def test_bad_staging_options_are_a_config_error_naming_the_field(bucket: str) -> None:
     with pytest.raises(ConfigError, match=r"^job 'staged': staging\.options: endpoint: Extra inputs"):
         open_for(job_with(), {"endpoint": "http://typo"})
+
+
+def test_conditional_puts_let_one_writer_win(store: StagingStore, proxy: Any) -> None:
+    assert store.put_if("run/lease.json", b"first", None)
+    assert not store.put_if("run/lease.json", b"second", None), "If-None-Match: * refuses an existing key"
+    data, version = store.get_versioned("run/lease.json")
+    assert data == b"first"
+    assert store.put_if("run/lease.json", b"third", version)
+    assert not store.put_if("run/lease.json", b"fourth", version), "If-Match refuses a stale version"
+    assert store.get("run/lease.json") == b"third"
+    assert any(s.method == "PUT" and s.status == 412 for s in proxy.seen)  # decided by S3, not by us
+
+
+def test_the_run_lease_holds_on_s3(store: StagingStore) -> None:
+    from datetime import timedelta
+
+    from sluice.lease import Lease, LeaseHeld
+
+    first = Lease(store, "run/lease.json", "scheduled__1", timedelta(minutes=5), "job 'j'")
+    second = Lease(store, "run/lease.json", "manual__2", timedelta(minutes=5), "job 'j'")
+    first.acquire()
+    first.acquire()  # renewing
+    with pytest.raises(LeaseHeld, match="is being run by 'scheduled__1'"):
+        second.acquire()
+    first.release()
+    second.acquire()

@@ -97,6 +97,11 @@ class StagingConfig(Strict):
         timedelta(days=3), description="Keep a finished run's staging this long (s or ISO 8601), so a task "
                                        "cleared in the meantime finds what it needs; 0: delete at finalize."
     )
+    lease_ttl: timedelta = Field(
+        timedelta(minutes=10), description="One run of a job and interval at a time: a run's steps hold a lease "
+                                           "in staging, renewed while they work; a run that died loses it after "
+                                           "this long (s or ISO 8601)."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Store options (templated): for s3://, the S3 connection fields "
                                           "(endpoint_url, region, connection: ...); default: those of the job's "

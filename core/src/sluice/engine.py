@@ -31,6 +31,7 @@ from .retry import retry_call
 
 _END = object()
 RUN_PARTITION = "_run"  # records a transform emits at the end of the run are written under this key
+PROGRESS_EVERY_S = 30.0  # a progress line while partitions run (task logs, non-terminal runs)
 
 
 def _engine_retry_on(exc: BaseException) -> bool:
@@ -261,10 +262,16 @@ class Engine:
             futures: dict[Future[None], _PartitionRun] = {pool.submit(self._run_partition, pr): pr for pr in plan}
             try:
                 pending = set(futures)
+                reported = time.monotonic()
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
                     for fut in done:
                         fut.result()
+                    if time.monotonic() - reported >= PROGRESS_EVERY_S:
+                        reported = time.monotonic()
+                        m = self.metrics.snapshot()
+                        self.log.info("progress", read=m["read"], written=m["written"],
+                                      partitions_left=len(pending), partitions=len(futures))
             except KeyboardInterrupt:
                 self.stop.set()
                 wait(futures)
@@ -308,6 +315,10 @@ class Engine:
         if pr.error:
             self.stop.set()  # one failed partition stops the others at their next batch boundary
             self.log.error("partition failed", partition=name, error=pr.error, checkpoint=pr.saved_position)
+        elif pr.complete:
+            m = self.metrics.snapshot()
+            self.log.info("partition done", partition=name, batches=pr.seq, run_read=m["read"],
+                          run_written=m["written"])
 
     def _acquire(self, pr: _PartitionRun) -> bool:
         while not self.slots.acquire(timeout=0.2):

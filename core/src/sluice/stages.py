@@ -22,6 +22,7 @@ under ``{staging}/{job}/_runs/`` and their folders removed after ``staging.reten
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from .connections import expand_connection
 from .context import RunContext
 from .engine import RUN_PARTITION, Engine
 from .errors import ConfigError, JobFailed, describe_error
+from .lease import Lease
 from .metrics import RunSummary
 from .reconcile import add_counts, reconcile, run_summary, step_counts
 from .records import safe_key
@@ -93,24 +95,48 @@ def layout(job: Job) -> Layout:
     return Layout(config.mode, "with_extract" if config.mode == "fused" else config.transform)
 
 
-class StagedRun:
-    """One job and interval, run step by step over a staging store. Open it per step; close it."""
+def _leased(step: Callable[..., T]) -> Callable[..., T]:
+    """Run a step holding the run's lease (when the run has an owner), renewed while it works."""
 
-    def __init__(self, job: Job) -> None:
+    @functools.wraps(step)
+    def run(self: StagedRun, *args: Any) -> T:
+        if self.lease is None:
+            return step(self, *args)
+        with self.lease.held():
+            result = step(self, *args)
+        if step.__name__ == "finalize":
+            self.lease.release()  # after the renewing stopped: the next run of the interval need not wait
+        return result
+
+    return run
+
+
+class StagedRun:
+    """One job and interval, run step by step over a staging store. Open it per step; close it.
+
+    ``owner`` names the orchestrator's run (Airflow's run id): the steps of one owner share the
+    interval's lease, and a step of another owner fails while the lease is held. Without an owner
+    no lease is taken (the caller keeps runs of one interval apart).
+    """
+
+    def __init__(self, job: Job, owner: str | None = None) -> None:
         self.job = job
         self.layout = layout(job)
         self.config = staging_config(job)
         self.ctx = RunContext.for_job(job)
-        self.log = self.ctx.logger("staged")
+        self.log = self.ctx.logger("staged").bind(interval=job.interval.label, owner=owner)
         self.store: StagingStore = self._open_store()
         self.runs = safe_key(job.name)  # the job's folder in staging
         self.root = f"{self.runs}/{job.interval.label}"
+        what = f"job {job.name!r}, interval {job.interval.start.isoformat()} to {job.interval.end.isoformat()}"
+        self.lease = None if owner is None else Lease(self.store, self._key("lease.json"), owner,
+                                                      self.config.lease_ttl, what)
 
     @classmethod
-    def open(cls, job: str | Path | dict[str, Any], interval: Interval, *, run_id: str | None = None,
-             registry: Registry | None = None) -> StagedRun:
+    def open(cls, job: str | Path | dict[str, Any], interval: Interval, *, owner: str | None = None,
+             run_id: str | None = None, registry: Registry | None = None) -> StagedRun:
         """Load ``job`` (a file or a dict) for ``interval`` and open its staging."""
-        return cls(load_job(job, interval=interval, run_id=run_id, registry=registry))
+        return cls(load_job(job, interval=interval, run_id=run_id, registry=registry), owner)
 
     def _open_store(self) -> StagingStore:
         job, renderer, registry = self.job, self.job.renderer, self.job.registry
@@ -155,6 +181,7 @@ class StagedRun:
         return ComponentSpec("source", StagedSource, config, f"staging ({stage})", {"type": "staging"})
 
     # -- steps --------------------------------------------------------------------------------
+    @_leased
     def plan(self) -> dict[str, Any]:
         """List the source's partitions and ready both sinks; the plan is kept in staging."""
         source = self.job.source.build()
@@ -179,6 +206,7 @@ class StagedRun:
         self.log.info("planned", partitions=len(keys), mode=self.layout.mode, transform=self.layout.transform)
         return plan
 
+    @_leased
     def extract(self, partition: str) -> dict[str, Any]:
         """Read one source partition into staging (through the steps, with ``with_extract``)."""
         self._expect("staged")
@@ -187,6 +215,7 @@ class StagedRun:
                       checkpoints=self._checkpoints("extract", partition))
         return self._step("extract", partition, job, [partition], dead_letter_prefix="extract")
 
+    @_leased
     def transform(self, partition: str | None = None) -> dict[str, Any]:
         """Run the steps over one staged partition, or over every one (``None``) when a step keeps
         state over the whole run."""
@@ -205,6 +234,7 @@ class StagedRun:
         return self._step("transform", task, job, None if partition is None else keys,
                           dead_letter_prefix="transform")
 
+    @_leased
     def load(self, partition: str) -> dict[str, Any]:
         """Write one staged partition to the destination, uncommitted.
 
@@ -220,12 +250,14 @@ class StagedRun:
                       checkpoints=self._checkpoints("load", partition))
         return self._step("load", partition, job, [partition], dead_letter_prefix="load")
 
+    @_leased
     def run(self, partition: str) -> dict[str, Any]:
         """Fused mode: source → steps → destination for one partition, uncommitted."""
         self._expect("fused")
         job = replace(self.job, checkpoints=self._checkpoints("run", partition))
         return self._step("run", partition, job, [partition], dead_letter_prefix="")
 
+    @_leased
     def finalize(self) -> dict[str, Any]:
         """Reconcile every step, judge the error rate, commit the dead letters and the destination."""
         plan = self._plan()
@@ -390,45 +422,49 @@ def where(spec: ComponentSpec) -> str:
 JobRef = str | Path | dict[str, Any]
 
 
-def _with(job: JobRef, interval: Interval, fn: Callable[[StagedRun], T]) -> T:
-    with StagedRun.open(job, interval) as run:
+def _with(job: JobRef, interval: Interval, owner: str | None, fn: Callable[[StagedRun], T]) -> T:
+    with StagedRun.open(job, interval, owner=owner) as run:
         return fn(run)
 
 
-def plan(job: JobRef, interval: Interval) -> dict[str, Any]:
+def plan(job: JobRef, interval: Interval, owner: str | None = None) -> dict[str, Any]:
     """The plan of ``job`` for ``interval`` (see ``StagedRun.plan``)."""
-    return _with(job, interval, StagedRun.plan)
+    return _with(job, interval, owner, StagedRun.plan)
 
 
-def extract(job: JobRef, interval: Interval, partition: str) -> dict[str, Any]:
+def extract(job: JobRef, interval: Interval, partition: str, owner: str | None = None) -> dict[str, Any]:
     """Extract one partition (see ``StagedRun.extract``)."""
-    return _with(job, interval, lambda r: r.extract(partition))
+    return _with(job, interval, owner, lambda r: r.extract(partition))
 
 
-def transform(job: JobRef, interval: Interval, partition: str | None = None) -> dict[str, Any]:
+def transform(job: JobRef, interval: Interval, partition: str | None = None,
+              owner: str | None = None) -> dict[str, Any]:
     """Transform one staged partition, or all (see ``StagedRun.transform``)."""
-    return _with(job, interval, lambda r: r.transform(partition))
+    return _with(job, interval, owner, lambda r: r.transform(partition))
 
 
-def load(job: JobRef, interval: Interval, partition: str) -> dict[str, Any]:
+def load(job: JobRef, interval: Interval, partition: str, owner: str | None = None) -> dict[str, Any]:
     """Load one staged partition (see ``StagedRun.load``)."""
-    return _with(job, interval, lambda r: r.load(partition))
+    return _with(job, interval, owner, lambda r: r.load(partition))
 
 
-def run_partition(job: JobRef, interval: Interval, partition: str) -> dict[str, Any]:
+def run_partition(job: JobRef, interval: Interval, partition: str, owner: str | None = None) -> dict[str, Any]:
     """Fused mode: one partition from source to destination (see ``StagedRun.run``)."""
-    return _with(job, interval, lambda r: r.run(partition))
+    return _with(job, interval, owner, lambda r: r.run(partition))
 
 
-def finalize(job: JobRef, interval: Interval) -> dict[str, Any]:
+def finalize(job: JobRef, interval: Interval, owner: str | None = None) -> dict[str, Any]:
     """Reconcile, judge and commit the run (see ``StagedRun.finalize``)."""
-    return _with(job, interval, StagedRun.finalize)
+    return _with(job, interval, owner, StagedRun.finalize)
 
 
-def run_staged(job: Job, *, workers: int | None = None) -> RunSummary:
+def run_staged(job: Job, *, workers: int | None = None, owner: str | None = None) -> RunSummary:
     """Every step of a staged run in this process, mapped steps on a thread pool: the path an
-    orchestrator takes, without one (``sluice run --staged``). Returns the run's summary."""
-    staged = StagedRun(job)
+    orchestrator takes, without one (``sluice run --staged``). Returns the run's summary.
+    ``owner`` defaults to a new id, so a second ``--staged`` run of the interval fails at once."""
+    import uuid
+
+    staged = StagedRun(job, owner or f"sluice-run-{uuid.uuid4().hex[:12]}")
     try:
         pool = ThreadPoolExecutor(max_workers=workers or job.config.runtime.max_workers,
                                   thread_name_prefix="sluice-step")

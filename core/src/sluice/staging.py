@@ -9,6 +9,8 @@ needs: each record batch, manifest and checkpoint is one object.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import threading
@@ -58,6 +60,15 @@ class StagingStore:
     def delete_prefix(self, prefix: str) -> None:
         """Remove every key under the folder ``prefix``."""
         self.delete(self.list(prefix))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes under ``key`` and a version token for ``put_if``; None when there are none."""
+        raise NotImplementedError(f"staging store {type(self).__name__} cannot hold leases")
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Store ``data`` only if ``key`` is still at ``version`` (None: only if absent); atomic
+        against other writers. False when someone else wrote first."""
+        raise NotImplementedError(f"staging store {type(self).__name__} cannot hold leases")
 
     def close(self) -> None:
         """Release clients and connections."""
@@ -117,6 +128,25 @@ class LocalStagingStore(StagingStore):
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        data = self.get(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # an advisory lock beside the key serialises compare-and-write across processes and threads
+        with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = self.get_versioned(key)
+                if (current[1] if current else None) != version:
+                    return False
+                self.put(key, data)
+                return True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def open_store(uri: str, options: dict[str, Any], job: Job, ctx: RunContext) -> StagingStore:

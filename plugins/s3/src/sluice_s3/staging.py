@@ -56,17 +56,38 @@ class S3StagingStore(StagingStore):
         self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data), "staging", full)
 
     def get(self, key: str) -> bytes | None:
+        found = self.get_versioned(key)
+        return None if found is None else found[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         full = self._key(key)
 
-        def fetch() -> bytes | None:
+        def fetch() -> tuple[bytes, str] | None:
             try:
-                return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+                resp = self.client.get_object(Bucket=self.bucket, Key=full)
             except Exception as exc:
                 if _missing(exc):
                     return None
                 raise
+            return resp["Body"].read(), str(resp.get("ETag") or "")
 
-        return self._call(fetch, "reading staged", full)
+        return self._call(fetch, "reading staged", full)  # type: ignore[no-any-return]
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """A conditional PutObject: ``If-None-Match: *`` (absent) or ``If-Match: <etag>``."""
+        full = self._key(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+
+        def put() -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+            except Exception as exc:
+                if _lost_race(exc) or (version is not None and _missing(exc)):  # changed or removed meanwhile
+                    return False
+                raise
+            return True
+
+        return self._call(put, "writing staged", full)  # type: ignore[no-any-return]
 
     def list(self, prefix: str) -> list[str]:
         folder = self._key(prefix.strip("/"))
@@ -96,6 +117,14 @@ def _missing(exc: BaseException) -> bool:
     code = str((response.get("Error") or {}).get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     return code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket")
+
+
+def _lost_race(exc: BaseException) -> bool:
+    """A conditional write refused because someone else wrote first (412, or 409 while racing)."""
+    response = getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
 
 
 def connection_of(options: dict[str, Any], job: Job) -> S3Connection:
