@@ -13,41 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from . import secrets
 from .connections import expand_connection
-from .errors import ConfigError
+from .errors import ConfigError, format_validation_error
 from .registry import Kind, Registry, get_registry
+from .settings import RuntimeConfig, Strict
 from .templating import Interval, Renderer, late_fields, template_vars
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RetryPolicy(Strict):
-    """Jittered exponential backoff for transient failures, bounded by attempts and time."""
-
-    attempts: int = Field(5, ge=1, description="Tries in all, the first one included.")
-    initial_backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    max_time_s: float = Field(300.0, gt=0, description="Give up retrying after this long.")
-
-
-class RuntimeConfig(Strict):
-    """How a run uses threads and memory, and when it counts as failed."""
-
-    batch_size: int = Field(2000, ge=1, description="Records per batch read from the source.")
-    max_workers: int = Field(4, ge=1, description="Partitions processed at once.")
-    max_in_flight_batches: int = Field(
-        8, ge=1, description="Batches alive at once across the run (read, not yet written): bounds memory."
-    )
-    error_rate_threshold: float = Field(
-        0.01, ge=0, le=1, description="Fail the run when dead letters / records read exceeds this."
-    )
-    api_rate_per_sec: float | None = Field(None, gt=0, description="Default rate for rate-limited transforms.")
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 
 class TransformSection(Strict):
@@ -179,15 +152,6 @@ class Job:
     @property
     def name(self) -> str:
         return self.config.job_name
-
-
-def format_validation_error(exc: ValidationError, where: str) -> ConfigError:
-    """Field path plus pydantic's message; never the input value (it may be a secret)."""
-    problems = []
-    for err in exc.errors(include_input=False, include_url=False):
-        path = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {path}: {err['msg']}" if path else f"{where}: {err['msg']}")
-    return ConfigError(problems[0], problems)
 
 
 def read_job_file(path: str | Path) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .config import RetryPolicy, RuntimeConfig
 from .logs import get_logger
 from .metrics import Metrics
+from .settings import RetryPolicy, RuntimeConfig
 from .templating import Interval, Renderer
 
 if TYPE_CHECKING:

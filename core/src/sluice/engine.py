@@ -561,8 +561,8 @@ def _start_pool(job: Job) -> Any:
 def _init_worker(payload: dict[str, Any]) -> None:
     import importlib
 
-    from .config import RuntimeConfig
     from .registry import Registry
+    from .settings import RuntimeConfig
     from .templating import Interval, Renderer
 
     global _worker_chain

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class SluiceError(Exception):
     """Base of every error Sluice raises on purpose; the CLI prints these without a traceback."""
@@ -54,3 +59,12 @@ class Reject(Exception):
 def describe_error(exc: BaseException) -> str:
     """One line for an error: our own errors speak for themselves, others get their class name."""
     return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
+
+
+def format_validation_error(exc: ValidationError, where: str) -> ConfigError:
+    """Field path plus pydantic's message; never the input value (it may be a secret)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        problems.append(f"{where}: {path}: {err['msg']}" if path else f"{where}: {err['msg']}")
+    return ConfigError(problems[0], problems)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import hookspecs
 from .components import Component
-from .errors import PluginError, UnknownTypeError
+from .errors import PluginError, UnknownTypeError, format_validation_error
 
 ENTRY_POINT_GROUP = "sluice.plugins"
 DISABLE_ENV = "SLUICE_DISABLE_PLUGINS"
@@ -162,7 +162,7 @@ class Registry:
 
     def validate(self, kind: Kind, block: dict[str, Any], where: str) -> tuple[type[Component], BaseModel]:
         """Resolve ``block['type']`` and validate the rest of the block with the class's Config."""
-        from .config import format_validation_error
+
 
         klass = self.get(kind, str(block.get("type")), where)
         body = {k: v for k, v in block.items() if k != "type"}

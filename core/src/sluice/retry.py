@@ -14,8 +14,8 @@ import tenacity
 from .errors import ConfigError, PermanentError, TransientError
 
 if TYPE_CHECKING:
-    from .config import RetryPolicy
     from .metrics import Metrics
+    from .settings import RetryPolicy
 
 T = TypeVar("T")
 

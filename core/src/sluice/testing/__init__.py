@@ -36,7 +36,7 @@ def run_job(config: dict[str, Any] | str | Path, *, ds: str = "2024-01-01", resu
 
 def make_context(job_name: str = "test", ds: str = "2024-01-01", **runtime: Any) -> RunContext:
     """A run context for opening one component by hand in a unit test."""
-    from ..config import RuntimeConfig
+    from ..settings import RuntimeConfig
     from ..templating import Renderer, template_vars
 
     interval = Interval.for_day(ds)

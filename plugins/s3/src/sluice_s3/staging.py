@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from sluice import ConfigError, PermanentError
-from sluice.config import format_validation_error
+from sluice.errors import format_validation_error
 from sluice.retry import retry_call
 from sluice.staging import StagingStore
 

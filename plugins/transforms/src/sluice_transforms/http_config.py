@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from sluice import ComponentConfig, late_template
-from sluice.config import RetryPolicy
+from sluice.settings import RetryPolicy
 
 from .expressions import ExpressionText
 from .paths import split_path
