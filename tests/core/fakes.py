@@ -74,6 +74,7 @@ class MemorySinkConfig(ComponentConfig):
     reject_field: str | None = None
     lose_one: bool = False
     buffer: bool = False
+    bug_on_seq: int | None = None  # a programming error in write (iterating the batch itself)
 
 
 STORES: dict[str, dict[str, Any]] = {}
@@ -94,6 +95,10 @@ class MemorySink(Sink):
 
     def write(self, batch: Batch) -> WriteResult:
         time.sleep(self.config.delay_s)
+        self.store.setdefault("calls", 0)
+        self.store["calls"] += 1
+        if batch.seq == self.config.bug_on_seq:
+            return _count_records(batch)
         with CountingSource.lock:
             CountingSource.live -= 1
         if self.config.fail_on_seq is not None and batch.seq == self.config.fail_on_seq \
@@ -126,6 +131,10 @@ class MemorySink(Sink):
 
     def abort(self, run: SinkRun) -> None:
         self.store["aborted"] = True
+
+
+def _count_records(batch: Any) -> Any:
+    return WriteResult(written=len([r for r in batch]))  # the bug: a Batch is not iterable
 
 
 def _dl(record: dict[str, Any]) -> Any:
@@ -190,10 +199,16 @@ class CountPerPartition(Transform):
         return "partition"
 
 
+class CountAllConfig(ComponentConfig):
+    explode: bool = False  # a bug on purpose: divides by zero
+
+
 class CountAll(Transform):
     """Consumes every record and emits one total at the end of the run (run-wide state)."""
 
     type = "count_all"
+    Config = CountAllConfig
+    config: CountAllConfig
     stateless = False
 
     def open(self, ctx: Any) -> None:
@@ -203,7 +218,7 @@ class CountAll(Transform):
 
     def apply(self, batch: Batch) -> Batch:
         with self.lock:
-            self.total += len(batch.records)
+            self.total += len(batch.records) // (0 if self.config.explode else 1)
         batch.records = []
         return batch
 

@@ -224,3 +224,36 @@ def test_a_source_that_cannot_start_fails_the_run_with_its_message() -> None:
     config["source"] = {"type": "jsonl", "path": "/nonexistent/dir"}
     summary = run_job(config)
     assert summary.status == "failed" and "no such file or directory: /nonexistent/dir" in summary.error
+
+
+def test_a_bug_in_a_sink_fails_at_once_naming_the_component_and_its_code_without_suggesting_resume() -> None:
+    summary = run_job(job(source={"type": "counting", "partitions": 1, "records": 50},
+                          destination={"type": "memory", "bug_on_seq": 2}))
+    assert summary.status == "failed"
+    assert fakes.STORES["default"]["calls"] == 3 and summary.retries == 0  # batches 0, 1, then the bug: no retry
+    assert "destination (type: memory) raised TypeError: 'Batch' object is not iterable (a bug, not retried" \
+        in summary.error
+    assert "fakes.py:" in summary.error and "in _count_records: return WriteResult(written=len([r for r in batch]))" \
+        in summary.error
+    assert "engine.py" not in summary.error and "--resume" not in summary.error
+
+
+def test_a_bug_in_a_batch_transform_names_the_step() -> None:
+    summary = run_job(job(transform={"steps": [{"type": "drop_every", "every": 10}, {"type": "count_all"}]},
+                          source={"type": "counting", "partitions": 1, "records": 20},
+                          runtime={"batch_size": 10}), ds="2024-01-01")
+    assert summary.status == "succeeded"  # the healthy case, for contrast
+    broken = job(transform={"steps": [{"type": "count_all", "explode": True}]},
+                 source={"type": "counting", "partitions": 1, "records": 20})
+    failed = run_job(broken)
+    assert "transform.steps[0] (type: count_all) raised ZeroDivisionError" in failed.error
+    assert "fakes.py:" in failed.error and "--resume" not in failed.error
+
+
+def test_transient_and_permanent_failures_follow_one_rule() -> None:
+    from sluice import PermanentError, TransientError
+    from sluice.errors import is_transient
+
+    assert is_transient(TransientError("429")) and is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    assert not is_transient(PermanentError("400")) and not is_transient(TypeError("bug"))
+    assert not is_transient(KeyError("bug")) and not is_transient(OSError("disk full"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .components import Transform
+from .errors import blame
 from .records import Batch, Record
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ class Chain:
         """The job's steps, built (not opened)."""
         return cls([spec.build() for spec in job.steps], [spec.type for spec in job.steps])
 
+    def where(self, index: int) -> str:
+        """A step as the job file names it: ``transform.steps[1] (type: cast)``."""
+        return f"transform.steps[{index}] (type: {self.types[index]})"
+
     def __bool__(self) -> bool:
         return bool(self.steps)
 
@@ -58,7 +63,11 @@ class Chain:
         counts = ChainCounts()
         for i in range(start, len(self.steps)):
             n_in, d0 = len(batch.records), len(batch.dead_letters)
-            batch = self.steps[i].apply(batch)
+            try:
+                batch = self.steps[i].apply(batch)
+            except Exception as exc:
+                blame(exc, self.where(i))
+                raise
             new_dead = batch.dead_letters[d0:]
             for dl in new_dead:
                 dl.stage, dl.plugin, dl.step = "transform", self.types[i], i
@@ -77,7 +86,11 @@ class Chain:
         records: list[Record] = []
         dead: list = []
         for i, step in enumerate(self.steps):
-            held = step.flush(partition)
+            try:
+                held = step.flush(partition)
+            except Exception as exc:
+                blame(exc, self.where(i))
+                raise
             if not held:
                 continue
             counts.created += len(held)

@@ -23,7 +23,7 @@ from .chain import Chain, step_label
 from .components import CheckpointStore, Component, Sink, SinkRun, Source, Transform
 from .config import Job
 from .context import RunContext
-from .errors import ConfigError, PermanentError, describe_error
+from .errors import ConfigError, PermanentError, blame, bug_report, describe_error, is_bug
 from .metrics import Metrics, PartitionFailure, RunSummary
 from .records import Batch, DeadLetter, Partition
 from .registry import get_registry
@@ -32,12 +32,6 @@ from .retry import retry_call
 _END = object()
 RUN_PARTITION = "_run"  # records a transform emits at the end of the run are written under this key
 PROGRESS_EVERY_S = 30.0  # a progress line while partitions run (task logs, non-terminal runs)
-
-
-def _engine_retry_on(exc: BaseException) -> bool:
-    # Sinks are idempotent by contract, so re-writing a batch is safe; only give up at once on
-    # errors that will not change (bad config, permanent refusals).
-    return not isinstance(exc, PermanentError | ConfigError)
 
 
 @dataclass
@@ -49,6 +43,7 @@ class _PartitionRun:
     position: Any  # source checkpoint to read after
     complete: bool = False  # the source was read to the end
     error: str | None = None
+    bug: bool = False  # the failure is a programming error: resuming would only meet it again
     failed_stage: str | None = None
     failed_at: float = float("inf")
     failed: threading.Event = field(default_factory=threading.Event)
@@ -58,9 +53,13 @@ class _PartitionRun:
     saved_seq: int | None = None
     saved_position: Any = None
 
-    def fail(self, stage: str, exc: BaseException) -> None:
+    def fail(self, stage: str, exc: BaseException, component: str) -> None:
+        """Record the first failure; ``component`` names what raised (``destination (type: s3)``)."""
         if not self.failed.is_set():
-            self.error, self.failed_stage = f"{stage}: {describe_error(exc)}", stage
+            self.bug = is_bug(exc)
+            component = getattr(exc, "sluice_component", component)  # a transform step names itself
+            what = bug_report(exc, component) if self.bug else describe_error(exc)
+            self.error, self.failed_stage = f"{stage}: {what}", stage
             self.failed_at = time.monotonic()
             self.failed.set()
         if stage != "source":
@@ -280,7 +279,7 @@ class Engine:
         for pr in sorted(plan, key=lambda p: p.failed_at):
             if pr.error is not None or not pr.complete:
                 failures.append(PartitionFailure(pr.partition.key, pr.error or "not finished (run stopped)",
-                                                 pr.saved_position, pr.saved_seq))
+                                                 pr.saved_position, pr.saved_seq, pr.bug))
             else:
                 self.partitions_done += 1
         return failures
@@ -294,7 +293,7 @@ class Engine:
             self._retry(lambda: self.sink.start_partition(key, pr.seq))
             self._retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(key), pr.seq))
         except Exception as exc:
-            pr.fail(f"sink ({key}, starting)", exc)
+            pr.fail(f"sink ({key}, starting)", exc, self._label("sink"))
             self.stop.set()
             return
         to_transform: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -350,7 +349,7 @@ class Engine:
                 self.metrics.add("read", len(batch.records) + len(batch.dead_letters))
                 out.put(batch)
         except Exception as exc:
-            pr.fail("source", exc)
+            pr.fail("source", exc, self._label("source"))
         finally:
             close = getattr(batches, "close", None)  # generators close PITs/scrolls in their finally
             if close is not None:
@@ -372,7 +371,7 @@ class Engine:
                 out.put(self._transform(item))
             except Exception as exc:
                 self.slots.release()
-                pr.fail(f"transform ({pr.partition.key}, batch {item.seq})", exc)
+                pr.fail(f"transform ({pr.partition.key}, batch {item.seq})", exc, "transform")
         if pr.complete and not pr.failed.is_set() and self.chain:
             try:
                 records, dead, counts = self.chain.flush(pr.partition.key)
@@ -380,7 +379,7 @@ class Engine:
                 if (records or dead) and self._acquire(pr):
                     out.put(Batch(records, pr.partition.key, last_seq + 1, last_position, dead))
             except Exception as exc:
-                pr.fail("transform flush", exc)
+                pr.fail("transform flush", exc, "transform")
         out.put(_END)
 
     def _transform(self, batch: Batch) -> Batch:
@@ -406,7 +405,7 @@ class Engine:
                 if not pr.discard.is_set():
                     self._write(pr, item, pending)
             except Exception as exc:
-                pr.fail(f"sink ({pr.partition.key}, batch {item.seq})", exc)
+                pr.fail(f"sink ({pr.partition.key}, batch {item.seq})", exc, self._label("sink"))
             finally:
                 self.slots.release()
         if pr.failed_stage is not None and pr.failed_stage.startswith("sink"):
@@ -421,10 +420,14 @@ class Engine:
                 position = pr.written_position if pr.written_seq is not None else pr.position
                 self._save(pr, seq, position, done)
         except Exception as exc:
-            pr.fail(f"sink ({pr.partition.key}, finishing)", exc)
+            pr.fail(f"sink ({pr.partition.key}, finishing)", exc, self._label("sink"))
 
     def _retry(self, fn: Any) -> Any:
-        return retry_call(fn, self.job.config.runtime.retry, retry_on=_engine_retry_on, metrics=self.metrics)
+        return retry_call(fn, self.job.config.runtime.retry, metrics=self.metrics)
+
+    def _label(self, spec_of: str) -> str:
+        spec = {"source": self.job.source, "sink": self.job.destination, "dead_letters": self.job.dead_letter}[spec_of]
+        return f"{spec.where} (type: {spec.type})"
 
     def _write(self, pr: _PartitionRun, batch: Batch, pending: dict[str, bool]) -> None:
         dead = batch.dead_letters
@@ -452,7 +455,11 @@ class Engine:
         for dl in dead:
             dl.partition, dl.job, dl.run_id, dl.time = batch.partition, self.job.name, self.job.run_id, now
         dl_batch = Batch([dl.to_record() for dl in dead], self.dead_letter_key(batch.partition), batch.seq)
-        result = self._retry(lambda: self.dead_letters.write(dl_batch))
+        try:
+            result = self._retry(lambda: self.dead_letters.write(dl_batch))
+        except Exception as exc:
+            blame(exc, self._label("dead_letters"))
+            raise
         if result.written != len(dead):
             raise PermanentError(f"the dead-letter sink {self.job.dead_letter.type!r} stored {result.written} "
                                  f"of {len(dead)} dead letters; refusing to lose any")
@@ -496,8 +503,10 @@ class Engine:
         )
         if failures and error is None:
             first = failures[0]
+            # a bug would meet --resume again: fix it first; a failure outside (a server) may be over
+            hint = "" if first.bug else "; run again with --resume to continue"
             summary.error = (f"{len(failures)} partition(s) did not finish; first: {first.partition!r}: {first.error} "
-                             f"(checkpoint: {first.checkpoint!r}); run again with --resume to continue")
+                             f"(checkpoint: {first.checkpoint!r}){hint}")
         dead_letters = getattr(self, "dead_letters", None)
         summary.judge(rate=self.role == "run", dead_letters_in=dead_letters.describe() if dead_letters else "")
         return summary

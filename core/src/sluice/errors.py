@@ -61,6 +61,46 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
 
 
+def is_transient(exc: BaseException) -> bool:
+    """The one rule for what is retried, everywhere: ``TransientError`` (plugins classify 429, 5xx
+    and their clients' network errors into it) and network-level ``ConnectionError``/``TimeoutError``.
+    Anything else fails at once: retrying a permanent refusal or a bug only wastes time."""
+    if isinstance(exc, PermanentError | ConfigError):
+        return False
+    return isinstance(exc, TransientError | ConnectionError | TimeoutError)
+
+
+def is_bug(exc: BaseException) -> bool:
+    """A programming error in a component (TypeError, KeyError...), not a failure of the world outside."""
+    return not isinstance(exc, SluiceError | OSError)
+
+
+def blame(exc: BaseException, component: str) -> None:
+    """Note on ``exc`` which component raised it (the first note wins), for ``bug_report``."""
+    if not hasattr(exc, "sluice_component"):
+        try:
+            exc.sluice_component = component  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type without a __dict__: the caller's label stays
+            pass
+
+
+def bug_report(exc: BaseException, component: str) -> str:
+    """``<component> raised TypeError: ... (a bug, not retried; at plugin.py:97 in write: ...)``:
+    the last frames of the component's own code, not the engine's that called it."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parent
+    skip = (str(core), sysconfig.get_paths()["stdlib"], str(Path(sysconfig.get_paths()["purelib"]) / "tenacity"))
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if not f.filename.startswith(skip) or f.filename.startswith(str(core / "builtin"))]
+    shown = (own or frames)[-3:]
+    where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" + (f": {f.line.strip()}" if f.line else "")
+                      for f in shown)
+    return f"{component} raised {type(exc).__name__}: {exc} (a bug, not retried; at {where})"
+
+
 def format_validation_error(exc: ValidationError, where: str) -> ConfigError:
     """Field path plus pydantic's message; never the input value (it may be a secret)."""
     problems = []

@@ -64,6 +64,7 @@ class PartitionFailure:
     error: str
     checkpoint: Any = None
     seq: int | None = None
+    bug: bool = False  # a programming error in a component, not a failure outside
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Jittered exponential backoff for transient failures, shared by the engine and plugins.
 
+What is transient is decided in one place, ``sluice.errors.is_transient`` (re-exported here).
+
 Plugins classify their client's exceptions into ``TransientError`` / ``PermanentError`` (or pass
 their own predicate) and call ``retry_call``; every retry is counted in the run's metrics.
 """
@@ -11,20 +13,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
-from .errors import ConfigError, PermanentError, TransientError
+from .errors import is_transient
 
 if TYPE_CHECKING:
     from .metrics import Metrics
     from .settings import RetryPolicy
 
 T = TypeVar("T")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Default classification: retry TransientError and network-level errors, never permanent ones."""
-    if isinstance(exc, PermanentError | ConfigError):
-        return False
-    return isinstance(exc, TransientError | ConnectionError | TimeoutError)
 
 
 def retrying(
@@ -61,3 +56,6 @@ def retry_call(
 ) -> T:
     """Call ``fn`` until it succeeds, a non-retryable error occurs, or the policy gives up."""
     return retrying(policy, retry_on=retry_on, metrics=metrics, on_retry=on_retry)(fn)
+
+
+__all__ = ["is_transient", "retry_call", "retrying"]
