@@ -174,9 +174,9 @@ def _dry_run(job: Any) -> int:
     from .chain import Chain
     from .context import RunContext
 
-    ctx = RunContext(job.name, job.run_id, job.interval, job.config.runtime, job.renderer)
+    ctx = RunContext.for_job(job)
     source = job.source.build()
-    chain = Chain([s.build() for s in job.steps], [s.type for s in job.steps])
+    chain = Chain.for_job(job)
     opened = []
     try:
         for component in (source, *chain.steps):

@@ -173,21 +173,6 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _secret_resolver(registry: Registry, mode: Literal["resolve", "placeholder"]):
-    def resolve(name: str) -> str:
-        if mode == "placeholder":
-            return f"<secret:{name}>"
-        value = registry.hook().sluice_resolve_secret(name=str(name))
-        if value is None:
-            from .errors import TemplateError
-
-            raise TemplateError(f"secret {name!r} is not set (no plugin resolved it; "
-                                f"core looks for an environment variable {name!r})")
-        return secrets.remember(str(value))
-
-    return resolve
-
-
 def load_job(
     source: str | Path | dict[str, Any],
     *,
@@ -209,7 +194,7 @@ def load_job(
     interval = interval or Interval.yesterday()
     run_id = run_id or interval.default_run_id(config.job_name)
     variables = template_vars(config.job_name, interval, run_id)
-    renderer = Renderer(variables, _secret_resolver(registry, secret_mode))
+    renderer = Renderer(variables, secrets.resolver(registry, placeholder=secret_mode == "placeholder"))
 
     problems: list[str] = []
 

@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .chain import Chain, step_label
-from .components import CheckpointStore, Component, Sink, SinkRun, Source, Transform
+from .components import CheckpointStore, Component, Sink, SinkRun, Source
 from .config import Job
 from .context import RunContext
-from .errors import ConfigError, PermanentError, blame, bug_report, describe_error, is_bug
+from .errors import PermanentError, blame, bug_report, describe_error, is_bug
 from .metrics import Metrics, PartitionFailure, RunSummary
+from .pool import apply_in_worker, start_pool
 from .records import Batch, DeadLetter, Partition
-from .registry import get_registry
 from .retry import retry_call
 
 _END = object()
@@ -118,7 +118,7 @@ class Engine:
                 self._retry(lambda: self.sink.prepare(run))
                 self._retry(lambda: self.dead_letters.prepare(run))
             if self.job.config.transform.processes and self.chain:
-                self._pool = _start_pool(self.job)
+                self._pool = start_pool(self.job)
             failures = self._run_partitions()
             if not failures and not self.stop.is_set():
                 failures = self._flush_run()
@@ -386,7 +386,7 @@ class Engine:
         if not self.chain:
             return batch
         if self._pool is not None:
-            batch, counts = self._pool.submit(_pool_apply, batch).result()
+            batch, counts = self._pool.submit(apply_in_worker, batch).result()
         else:
             batch, counts = self.chain.apply(batch)
         self._count(counts)
@@ -540,68 +540,3 @@ def _bulk_allocation_gc() -> Iterator[None]:
 _gc_lock = threading.Lock()
 _gc_users = 0  # engines running in this process (a staged run runs several at once)
 _gc_saved: tuple[int, int, int] = (700, 10, 10)
-
-
-# -- process pool ---------------------------------------------------------------------------------
-_worker_chain: Chain | None = None
-
-
-def _start_pool(job: Job) -> Any:
-    import multiprocessing
-    import types
-    from concurrent.futures import ProcessPoolExecutor
-
-    registry = job.registry or get_registry()
-    payload = {
-        # the child rebuilds the same registry from the same plugin modules (entry points or not)
-        "plugins": [p.__name__ for p in registry.pm.get_plugins() if isinstance(p, types.ModuleType)],
-        "steps": [spec.raw for spec in job.steps],
-        "job": job.name,
-        "run_id": job.run_id,
-        "interval": (job.interval.start, job.interval.end),
-        "runtime": job.config.runtime.model_dump(),
-        "variables": job.variables,
-    }
-    # spawn, not fork: forking a process that runs threads can deadlock on inherited locks
-    return ProcessPoolExecutor(job.config.transform.processes, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(payload,))
-
-
-def _init_worker(payload: dict[str, Any]) -> None:
-    import importlib
-
-    from .registry import Registry
-    from .settings import RuntimeConfig
-    from .templating import Interval, Renderer
-
-    global _worker_chain
-    registry = Registry.from_plugins(*(importlib.import_module(n) for n in payload["plugins"]), builtins=False)
-    steps: list[Transform] = []
-    types: list[str] = []
-    ctx = RunContext(
-        job_name=payload["job"], run_id=payload["run_id"], interval=Interval(*payload["interval"]),
-        runtime=RuntimeConfig.model_validate(payload["runtime"]),
-        renderer=Renderer(payload["variables"], lambda name: _worker_secret(registry, name)),
-    )
-    for i, raw in enumerate(payload["steps"]):
-        klass, config = registry.validate("transform", raw, f"transform.steps[{i}]")
-        step = klass(config)
-        step.open(ctx)
-        steps.append(step)  # type: ignore[arg-type]
-        types.append(raw["type"])
-    _worker_chain = Chain(steps, types)
-
-
-def _worker_secret(registry: Any, name: str) -> str:
-    """``secret()`` in a transform process: the same hook as in the parent (the environment is inherited)."""
-    from . import secrets
-
-    value = registry.hook().sluice_resolve_secret(name=str(name))
-    if value is None:
-        raise ConfigError(f"secret {name!r} is not set")
-    return secrets.remember(str(value))
-
-
-def _pool_apply(batch: Batch) -> tuple[Batch, Any]:
-    assert _worker_chain is not None
-    return _worker_chain.apply(batch)

@@ -7,7 +7,11 @@ the value here; the log pipeline and the CLI's error printer replace any recorde
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 MASK = "***"
 _values: set[str] = set()
@@ -49,3 +53,23 @@ def forget_all() -> None:
     """Clear remembered secrets (tests)."""
     with _lock:
         _values.clear()
+
+
+def resolver(registry: Registry, placeholder: bool = False) -> Callable[[str], str]:
+    """``secret(name)`` for templates: the first plugin answering ``sluice_resolve_secret`` (core
+    reads the environment last); the value is remembered for masking. ``placeholder`` renders
+    ``<secret:name>`` instead (validation without secrets). One path for the job loader and for
+    transform worker processes alike."""
+
+    def resolve(name: str) -> str:
+        if placeholder:
+            return f"<secret:{name}>"
+        value = registry.hook().sluice_resolve_secret(name=str(name))
+        if value is None:
+            from .errors import TemplateError
+
+            raise TemplateError(f"secret {name!r} is not set (no plugin resolved it; core looks for an "
+                                f"environment variable {name!r})")
+        return remember(str(value))
+
+    return resolve
