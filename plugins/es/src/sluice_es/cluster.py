@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _worth_retrying(exc: BaseException) -> bool:
-    # an expired PIT/scroll stays expired: the reader reopens it instead
+def worth_retrying(exc: BaseException) -> bool:
+    """Transient, except an expired PIT/scroll: it stays expired (the reader reopens it instead)."""
     return is_transient(exc) and not isinstance(exc, SearchContextMissing)
 
 
@@ -53,7 +53,7 @@ class Cluster:
 
     def retried(self, fn: Callable[[], T], doing: str) -> T:
         """``call`` with jittered backoff on transient errors (idempotent calls only); retries are counted."""
-        return retry_call(lambda: self.call(fn, doing), self.ctx.retry, retry_on=_worth_retrying,
+        return retry_call(lambda: self.call(fn, doing), self.ctx.retry, retry_on=worth_retrying,
                           metrics=self.ctx.metrics)
 
     def close(self) -> None:

@@ -115,7 +115,8 @@ class EsSinkConfig(ConnectionConfig):
 
     index: str | None = late_template(
         None, description="Target index, rendered per record (e.g. logs-{{ record.day }}); default: the record's "
-                          "`_index` field (an ES→ES reindex that keeps index names)."
+                          "`_index` field (an ES→ES reindex that keeps index names). With swap_alias: the alias "
+                          "readers query, one per run (e.g. logs-{{ ds }})."
     )
     op_type: Literal["index", "create", "update", "delete"] = Field(
         "index", description="index (replace), create (skip ids that exist: counted as written), update "
@@ -142,8 +143,42 @@ class EsSinkConfig(ConnectionConfig):
                           "({settings: ..., mappings: ...}); {} creates it with the cluster's defaults."
     )
 
+    swap_alias: bool = Field(
+        False, description="Rebuild the index each run: write into a new index and, at commit, point the alias "
+                           "`index` at it and delete the one it replaces, in one atomic step; a failed or rejected "
+                           "run never becomes visible. `index` must name one alias per run (e.g. logs-{{ ds }})."
+    )
+
     @model_validator(mode="after")
     def _ids_make_sense(self) -> EsSinkConfig:
         if self.op_type in ("update", "delete") and self.id == "auto" and not self.id_fields:
             raise ValueError(f"op_type {self.op_type} needs document ids: set id or id_fields, not id: auto")
         return self
+
+    @model_validator(mode="after")
+    def _one_alias_per_run(self) -> EsSinkConfig:
+        if not self.swap_alias:
+            return self
+        if not self.index:
+            raise ValueError("swap_alias needs index: the alias readers query, named from the run "
+                             "(e.g. logs-{{ ds }})")
+        if "record" in template_names(self.index):
+            raise ValueError(f"swap_alias needs one index per run, but index {self.index!r} is rendered per record; "
+                             "name it from the run's variables only (e.g. logs-{{ ds }}), or use a job per alias")
+        if self.op_type == "delete":
+            raise ValueError("swap_alias builds a new, empty index each run: op_type delete has nothing to delete")
+        if "aliases" in (self.create_index or {}):
+            raise ValueError("swap_alias manages the aliases of the index it builds: create_index.aliases would "
+                             "show that index to readers before the run commits")
+        return self
+
+
+def template_names(text: str) -> set[str]:
+    """The variables a Jinja template reads (parsed, never rendered); none when it does not parse
+    (rendering reports that error with its place in the job)."""
+    from jinja2 import Environment, TemplateSyntaxError, meta
+
+    try:
+        return set(meta.find_undeclared_variables(Environment().parse(text)))
+    except TemplateSyntaxError:
+        return set()

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .errors import status_of
+
 BULK_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)(?:;\s*compatible-with=\d+)?")
 
@@ -82,6 +84,24 @@ class Dialect:
         """Make recent writes to ``names`` searchable."""
         # an index whose every document was dead-lettered may not exist: nothing to refresh there
         client.indices.refresh(index=",".join(names), ignore_unavailable=True)
+
+    def aliases_of(self, client: Any, name: str) -> dict[str, Any]:
+        """``GET /{name}/_alias``: every concrete index ``name`` stands for (the index itself, an
+        alias's targets, a pattern's matches) with its aliases; ``{}`` when nothing has that name."""
+        try:
+            return dict(client.indices.get_alias(index=name))
+        except Exception as exc:
+            if status_of(exc) == 404:
+                return {}
+            raise
+
+    def update_aliases(self, client: Any, actions: list[dict[str, Any]]) -> None:
+        """``POST /_aliases``: apply ``actions`` (add, remove, remove_index) atomically, all or none."""
+        client.indices.update_aliases(body={"actions": actions})
+
+    def delete_indices(self, client: Any, names: list[str]) -> None:
+        """Delete concrete indices by name (never a pattern or an alias); missing ones are fine."""
+        client.indices.delete(index=",".join(names), ignore_unavailable=True)
 
 
 class OpenSearchDialect(Dialect):
@@ -178,6 +198,9 @@ class ElasticsearchDialect(Dialect):
 
     def create_index(self, client: Any, name: str, body: dict[str, Any]) -> None:
         client.indices.create(index=name, **body)
+
+    def update_aliases(self, client: Any, actions: list[dict[str, Any]]) -> None:
+        client.indices.update_aliases(actions=actions)
 
 
 def es_node_class() -> type:

@@ -53,6 +53,11 @@ class TlsFailed(PermanentError):
     """The TLS handshake failed (certificate, CA bundle)."""
 
 
+class AliasSwapRefused(PermanentError):
+    """``swap_alias`` cannot go on safely: a plain index holds the alias's name, loads disagree on
+    the index they built, or the index to publish is gone. The message says what to do."""
+
+
 def redact_url(url: str) -> str:
     """A host URL without ``user:password@``, fit for messages."""
     return re.sub(r"//[^/@]*@", "//", url)

@@ -18,6 +18,7 @@ from .bulk import Action, ActionBuilder, Outcome, chunks, read_response
 from .cluster import Cluster, connect
 from .config import EsSinkConfig
 from .errors import ClusterBusy, PayloadTooLarge, RequestRejected
+from .swap import AliasSwap, check_alias_name
 
 
 class BulkItemsFailed(TransientError):
@@ -39,6 +40,12 @@ class EsSink(Sink):
       run's finalize) refreshes what the loads wrote.
     - ``abort``: a bulk write cannot be withdrawn. Documents already indexed stay; "not committed"
       means only that the refresh is skipped (the cluster's own ``refresh_interval`` still applies).
+
+    With ``swap_alias: true`` (``sluice_es.swap``) each run attempt builds its own index instead:
+    ``prepare`` creates it (or finds the one an earlier call created), writes go there, ``report()``
+    names it, ``commit`` swaps the alias readers query onto it and deletes the index it replaces,
+    and ``abort`` sets it aside, unseen, for a resume. Output of partitions a run no longer has is
+    then gone after commit.
     """
 
     type = "elasticsearch"
@@ -51,7 +58,12 @@ class EsSink(Sink):
         self.log = ctx.logger(self.type)
         cfg = self.config
         index_of = None
-        if cfg.index is not None:
+        alias = None
+        if cfg.swap_alias:  # one index per instance, found when the first write (or prepare) needs it
+            alias = str(ctx.render(cfg.index, "destination.index"))
+            check_alias_name(alias)
+            index_of = lambda _r: self._target  # noqa: E731
+        elif cfg.index is not None:
             render = ctx.compile(cfg.index, "destination.index")
             constant = None if "{" in cfg.index else cfg.index
             index_of = (lambda _r, c=constant: c) if constant else (lambda r: render(record=r))
@@ -60,17 +72,36 @@ class EsSink(Sink):
             render_routing = ctx.compile(cfg.routing, "destination.routing")
             routing_of = lambda r: render_routing(record=r)  # noqa: E731
         self.builder = ActionBuilder(cfg.op_type, cfg.id, cfg.id_fields, index_of, routing_of, cfg.retry_on_conflict)
-        self.cluster: Cluster = connect(cfg, ctx)  # last: nothing after it can fail and leak the client
         self._lock = threading.Lock()
         self._indices: set[str] = set()  # written to (refresh at commit)
         self._ready: set[str] = set()  # checked or created (create_index)
+        self._target: str | None = None  # swap_alias: the concrete index this instance writes
+        self.cluster: Cluster = connect(cfg, ctx)  # nothing after it may fail and leak the client
+        self.swap = AliasSwap(self.cluster, alias, cfg.create_index, self.log) if alias is not None else None
 
     def describe(self) -> str:
         cluster = getattr(self, "cluster", None)
         where = cluster.where if cluster else ", ".join(self.config.hosts)
         return f"{where}/{self.config.index or '<record _index>'}"
 
+    def prepare(self, run: SinkRun) -> None:
+        """``swap_alias``: create (or find, or with ``run.resume`` take back from an aborted attempt)
+        the index this run attempt builds; else nothing."""
+        if self.swap is not None:
+            with self._lock:
+                self._use(self.swap.prepare(run.resume))
+
+    def _use(self, index: str) -> None:
+        """Write into ``index`` from now on (``swap_alias``; the caller holds the lock)."""
+        self._target = index
+        self._ready.add(index)  # it exists: create_index made it, or it is the published one
+        self._indices.add(index)
+
     def write(self, batch: Batch) -> WriteResult:
+        if self.swap is not None and self._target is None:
+            with self._lock:  # partitions share one target: find it once per instance
+                if self._target is None:
+                    self._use(self.swap.write_index())
         actions, dead = self.builder.build(batch.records)
         written = 0
         todo = list(chunks(actions, self.config.batch_size, self.config.max_bytes))
@@ -152,7 +183,11 @@ class EsSink(Sink):
 
     def commit(self, run: SinkRun) -> None:
         """Refresh (``refresh: true``) every index the run wrote: those named in ``run.reports``
-        and those this instance wrote, so a fresh instance that wrote nothing commits correctly."""
+        and those this instance wrote, so a fresh instance that wrote nothing commits correctly.
+        ``swap_alias``: publish the index the run built (which refreshes it first)."""
+        if self.swap is not None:
+            self.swap.commit(indices_of(run) | self._indices)
+            return
         if not self.config.refresh:
             return
         names = sorted(indices_of(run) | self._indices)
@@ -167,7 +202,10 @@ class EsSink(Sink):
                 self.log.warning("refresh failed", error=str(exc), indices=len(group))
 
     def abort(self, run: SinkRun) -> None:
-        """Nothing to withdraw: indexed documents stay (a re-run overwrites them by id); no refresh."""
+        """Nothing to withdraw: indexed documents stay (a re-run overwrites them by id); no refresh.
+        ``swap_alias``: readers keep the published index; the attempt's stays unseen for a resume."""
+        if self.swap is not None:
+            self.swap.abort()
 
     def close(self) -> None:
         cluster = getattr(self, "cluster", None)
