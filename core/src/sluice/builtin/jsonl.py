@@ -23,6 +23,7 @@ from pydantic import Field
 
 from ..codecs import EXTENSIONS, Compression, compressor, detect, open_reader
 from ..components import ComponentConfig, Sink, SinkRun, Source
+from ..context import RunContext
 from ..errors import ConfigError, PermanentError
 from ..lines import dumps_lines, iter_lines, parse_batches
 from ..records import Batch, Partition, WriteResult, safe_key
@@ -126,7 +127,7 @@ class JsonlSink(Sink):
     Config = JsonlSinkConfig
     config: JsonlSinkConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self.dir = Path(self.config.path)
         self._open: dict[str, _OpenFile] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sluice import Batch, Sink, SinkRun, TransientError, WriteResult
+from sluice import Batch, RunContext, Sink, SinkRun, TransientError, WriteResult
 from sluice.retry import retry_call
 
 from .bulk import Action, ActionBuilder, Outcome, chunks, read_response
@@ -53,7 +53,7 @@ class EsSink(Sink):
     Config = EsSinkConfig
     config: EsSinkConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self.log = ctx.logger(self.type)
         cfg = self.config

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sluice import Batch, Partition, PermanentError, Source
+from sluice import Batch, Partition, PermanentError, RunContext, Source
 from sluice.retry import is_transient
 
 from .cluster import Cluster, connect
@@ -44,7 +44,7 @@ class EsSource(Source):
     Config = EsSourceConfig
     config: EsSourceConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self.log = ctx.logger(self.type)
         self.cluster: Cluster = connect(self.config, ctx)

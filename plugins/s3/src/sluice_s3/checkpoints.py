@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sluice import CheckpointStore
+from sluice import CheckpointStore, RunContext
 from sluice.records import safe_key
 from sluice.staged_io import StagedCheckpoints, StagedFolder
 
@@ -32,7 +32,7 @@ class S3CheckpointStore(CheckpointStore):
     Config = S3CheckpointsConfig
     config: S3CheckpointsConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self.store = S3StagingStore(self.config.uri, self.config, ctx)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from sluice import TransientError
+from sluice import RunContext, TransientError
 from sluice.retry import retry_call
 
 from .client import S3Connection, call, is_transient
@@ -19,7 +19,7 @@ BUFFER = 1 << 20
 class ObjectStream(io.RawIOBase):
     """Raw, resumable byte stream of ``s3://bucket/key``; wrap it with ``open_object``."""
 
-    def __init__(self, client: Any, conn: S3Connection, bucket: str, key: str, ctx: Any) -> None:
+    def __init__(self, client: Any, conn: S3Connection, bucket: str, key: str, ctx: RunContext) -> None:
         super().__init__()
         self.client, self.conn, self.bucket, self.key, self.ctx = client, conn, bucket, key, ctx
         self.pos = 0
@@ -91,6 +91,6 @@ class ObjectStream(io.RawIOBase):
         super().close()
 
 
-def open_object(client: Any, conn: S3Connection, bucket: str, key: str, ctx: Any) -> io.BufferedReader:
+def open_object(client: Any, conn: S3Connection, bucket: str, key: str, ctx: RunContext) -> io.BufferedReader:
     """A buffered, resumable reader of one object (compressed bytes as stored)."""
     return io.BufferedReader(ObjectStream(client, conn, bucket, key, ctx), buffer_size=BUFFER)

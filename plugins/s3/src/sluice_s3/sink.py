@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from sluice import Batch, DeadLetter, PermanentError, Sink, SinkRun, SluiceError, WriteResult
+from sluice import Batch, DeadLetter, PermanentError, RunContext, Sink, SinkRun, SluiceError, WriteResult
 from sluice.codecs import EXTENSIONS, Compression, compressor, open_reader
 from sluice.lines import dumps_lines, iter_lines
 from sluice.records import safe_key
@@ -93,7 +93,7 @@ class S3Sink(Sink):
     Config = S3SinkConfig
     config: S3SinkConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         """Connect and check the bucket; nothing is deleted here (that is ``start_partition``'s job)."""
         super().open(ctx)
         c = self.config

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from sluice import Batch, DeadLetter, Partition, PermanentError, Source
+from sluice import Batch, DeadLetter, Partition, PermanentError, RunContext, Source
 from sluice.codecs import Compression, detect, open_reader
 from sluice.lines import iter_lines, parse_batches
 from sluice.retry import retry_call
@@ -79,7 +79,7 @@ class S3Source(Source):
     Config = S3SourceConfig
     config: S3SourceConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self.bucket, prefix = parse_uri(self.config.uri)
         self.prefix = f"{prefix}/" if prefix else ""

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice import PermanentError
+from sluice import PermanentError, RunContext
 from sluice.codecs import Compressor
 from sluice.retry import retry_call
 
@@ -51,7 +51,7 @@ class Target:
     client: Any
     conn: S3Connection
     bucket: str
-    ctx: Any
+    ctx: RunContext
     pool: PartPool
     compression: str
     multipart_threshold: int

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sluice import Batch, ComponentConfig, Record, Transform
+from sluice import Batch, ComponentConfig, Record, RunContext, Transform
 
 from .keys import key_function, values_of
 from .paths import MISSING, getter, set_path, split_path
@@ -125,7 +125,7 @@ class Aggregate(Transform):
     config: AggregateConfig
     stateless = False
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._key = key_function(self.config.group_by)
         self._values = values_of(self.config.group_by)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from sluice import ComponentConfig, Record, RecordTransform, late_template
+from sluice import ComponentConfig, Record, RecordTransform, RunContext, late_template
 
 from .expressions import compile_expression
 from .paths import MISSING, get_path, set_path, split_path
@@ -67,7 +67,7 @@ class Set(RecordTransform):
     Config = SetConfig
     config: SetConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         variables = dict(ctx.variables)
         self._setters: list[tuple[str, tuple[str, ...], Callable[[Record], Any]]] = []

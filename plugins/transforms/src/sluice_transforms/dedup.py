@@ -8,7 +8,7 @@ from typing import Any, Literal
 from cachetools import LRUCache, TTLCache
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluice import Batch, ComponentConfig, Transform
+from sluice import Batch, ComponentConfig, RunContext, Transform
 
 from .keys import key_function
 from .scoped import ScopedState
@@ -67,7 +67,7 @@ class Dedup(Transform):
     config: DedupConfig
     stateless = False
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._key = key_function(self.config.keys)
         self._state: ScopedState[_Seen] = ScopedState(self.config.scope, lambda: _Seen(self.config.window))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from sluice import Batch, ComponentConfig, Record, RecordTransform, Reject
+from sluice import Batch, ComponentConfig, Record, RecordTransform, Reject, RunContext
 
 from .expressions import ExpressionText, compile_expression
 
@@ -28,7 +28,7 @@ class Filter(RecordTransform):
     Config = FilterConfig
     config: FilterConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._fn = compile_expression(self.config.where).fn
         self._vars = dict(ctx.variables)

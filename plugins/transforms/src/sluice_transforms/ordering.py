@@ -7,7 +7,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sluice import Batch, ComponentConfig, Transform
+from sluice import Batch, ComponentConfig, RunContext, Transform
 
 from .paths import MISSING, getter, split_path
 
@@ -61,7 +61,7 @@ class Sort(Transform):
     Config = SortConfig
     config: SortConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._keys = [(getter(k.field), k.order == "desc") for k in self.config.keys if isinstance(k, SortKey)]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from sluice import Batch, ComponentConfig, Record, RecordTransform, Reject
+from sluice import Batch, ComponentConfig, Record, RecordTransform, Reject, RunContext
 
 from .paths import MISSING, drop_paths, pop_path, select_paths, set_path, split_path
 
@@ -32,7 +32,7 @@ class Rename(RecordTransform):
     Config = RenameConfig
     config: RenameConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._moves = [(split_path(o), split_path(n)) for o, n in self.config.fields.items()]
         self._flat = all(len(o) == 1 and len(n) == 1 for o, n in self._moves)
@@ -74,7 +74,7 @@ class Select(RecordTransform):
     Config = FieldsConfig
     config: FieldsConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._patterns = [split_path(p) for p in self.config.fields]
         plain = all(len(p) == 1 and not any(c in p[0] for c in "*?[") for p in self._patterns)
@@ -100,7 +100,7 @@ class Drop(RecordTransform):
     Config = FieldsConfig
     config: FieldsConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._patterns = [split_path(p) for p in self.config.fields]
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from pydantic import Field, model_validator
 
-from sluice import Batch, ComponentConfig, Transform
+from sluice import Batch, ComponentConfig, RunContext, Transform
 
 from .keys import key_function
 
@@ -39,7 +38,7 @@ class Sample(Transform):
     Config = SampleConfig
     config: SampleConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         rate = self.config.rate if self.config.rate is not None else 1 / (self.config.every or 1)
         self._threshold = int(rate * SCALE)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from sluice import Batch, ComponentConfig, ConfigError, Record, RecordTransform
+from sluice import Batch, ComponentConfig, ConfigError, Record, RecordTransform, RunContext
 
 
 class PythonConfig(ComponentConfig):
@@ -58,7 +58,7 @@ class Python(RecordTransform):
     Config = PythonConfig
     config: PythonConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         fn = load_callable(self.config.callable)
         self._fn = functools.partial(fn, **self.config.options) if self.config.options else fn
