@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sluice-installed
-PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e './dags[airflow]' -e ./examples/plugin
+PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e './dags[airflow]' -e ./examples/plugin -e ./examples/sink-plugin
 SOURCES  := core/pyproject.toml plugins/es/pyproject.toml plugins/s3/pyproject.toml \
-            plugins/transforms/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml requirements-test.txt
+            plugins/transforms/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml examples/sink-plugin/pyproject.toml requirements-test.txt
 
 .PHONY: install test demo bench lint clean
 
@@ -32,7 +32,7 @@ bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check core plugins dags tests
+	$(VENV)/bin/ruff check core plugins dags tests examples
 
 clean:
 	rm -rf $(VENV) .sluice out
