@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def test_bad_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", "x", extra="runtime2: {}\ntransform: {steps: [{type: nope}]}")
     result = sluice("run", str(job))
     assert result.returncode == 2
-    assert "error: job 'cli_job': runtime2: Extra inputs are not permitted" in result.stderr
+    assert "error: job 'cli_job': unknown option 'runtime2'; did you mean 'runtime'?" in result.stderr
+    assert "error: job 'cli_job': transform.steps[0]: unknown transform type 'nope'." in result.stderr
 
 
 def test_bad_yaml_exits_2_without_a_traceback(tmp_path: Path) -> None:
@@ -82,9 +84,39 @@ def test_validate_lists_every_error_of_every_file_and_exits_2(tmp_path: Path) ->
     assert result.returncode == 2
     assert f"ok  {good}" in result.stdout
     assert f"{bad}: job 'bad': source: unknown source type 'jsnl'. Did you mean 'jsonl'?" in result.stderr
-    assert f"{bad}: job 'bad': destination (type: jsonl): compresion: Extra inputs are not permitted" in result.stderr
+    assert f"{bad}: job 'bad': destination (type: jsonl): unknown option 'compresion'; did you mean 'compression'?" \
+        in result.stderr
     assert "1 of 2 job file(s) invalid" in result.stderr
     assert sluice("validate", str(good)).returncode == 0
+
+
+def test_validate_lists_top_level_and_component_errors_together(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", "in", extra="runtime: {max_workers: two}")
+    job.write_text(job.read_text().replace("runtime: {batch_size: 100}\n", "").replace(
+        'path: "out/', 'max_records_per_file: many, path: "out/'))
+    result = sluice("validate", str(job))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{job}: job 'cli_job': runtime.max_workers: Input should be a valid integer, unable to parse string as an "
+        "integer",
+        f"{job}: job 'cli_job': destination (type: jsonl): max_records_per_file: Input should be a valid integer, "
+        "unable to parse string as an integer",
+        "1 of 1 job file(s) invalid",
+    ]
+
+
+def test_validate_names_the_file_once(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("job_name: x\nsource:\n  type: jsonl\n   path: 3\n")
+    nameless = tmp_path / "nameless.yaml"
+    nameless.write_text("source: {type: jsonl, path: in}\n")
+    result = sluice("validate", str(broken), str(nameless))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{broken}: line 4, column 8: mapping values are not allowed here",
+        f"{nameless}: job_name: Field required",
+        "2 of 2 job file(s) invalid",
+    ]
 
 
 def test_validate_does_not_need_secrets(tmp_path: Path) -> None:
@@ -98,6 +130,77 @@ def test_plugins_lists_installed_plugins_with_versions_and_types() -> None:
     plugins = {p["name"]: p for p in orjson.loads(result.stdout)["plugins"]}
     assert plugins["sluice"]["types"]["source"] == ["jsonl"] and plugins["sluice"]["version"] == "0.1.0"
     assert plugins["sluice-example"]["types"] == {"transform": ["redact"]}
+
+
+def test_plugins_lists_aliases_in_the_table_and_the_json() -> None:
+    listed = orjson.loads(sluice("plugins", "--json").stdout)
+    es = next(p for p in listed["plugins"] if p["name"] == "sluice-es")
+    assert es["types"] == {"source": ["elasticsearch"], "sink": ["elasticsearch"]}
+    assert es["aliases"] == {"source": {"elasticsearch": ["opensearch"]}, "sink": {"elasticsearch": ["opensearch"]}}
+    table = sluice("plugins", env={"COLUMNS": "250"}).stdout
+    assert "source: elasticsearch (alias: opensearch); sink: elasticsearch (alias: opensearch)" in table
+
+
+@pytest.mark.parametrize("command", [["schema"], ["plugins", "--json"], ["plugins"], ["validate", "JOB"]])
+def test_output_into_a_closed_pipe_ends_quietly_like_a_unix_tool(command: list[str], tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", "in")
+    args = [str(job) if a == "JOB" else a for a in command]
+    proc = subprocess.Popen([SLUICE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before sluice writes (`sluice schema | head -0`)
+    _, stderr = proc.communicate(timeout=120)
+    assert stderr == ""
+    assert proc.returncode == 141  # 128 + SIGPIPE, as the shell reports for `seq 1000000 | head`
+
+
+def test_a_failed_run_reports_its_error_once(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", "/nonexistent")
+    result = sluice("run", str(job))
+    assert result.returncode == 1
+    assert result.stderr.count("no such file or directory: /nonexistent") == 1
+    assert result.stderr.splitlines()[-1] == "error: job 'cli_job' failed: jsonl source: no such file or directory: " \
+                                             "/nonexistent"
+    assert orjson.loads(result.stdout)["error"] == "jsonl source: no such file or directory: /nonexistent"
+
+
+def test_a_failed_partition_is_reported_once_and_listed_in_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where the output directory should be")
+    job = write_job(tmp_path / "job.yaml", str(ROOT / "examples/data"), dest="blocker")
+    result = sluice("run", str(job), "--ds", "2024-02-03")
+    assert result.returncode == 1
+    logs, other = [], []
+    for line in result.stderr.splitlines():
+        (logs if line.startswith("{") else other).append(line)
+    assert [line.split(":")[0] for line in other] == ["error"]
+    assert not [e for e in map(orjson.loads, logs) if e["level"] == "error"]
+    summary = orjson.loads(result.stdout)
+    assert summary["failures"] and all(f["error"] and "checkpoint" in f for f in summary["failures"])
+
+
+def test_a_successful_run_logs_json_lines_on_stderr_and_the_summary_on_stdout(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", str(ROOT / "examples/data"))
+    result = sluice("run", str(job), "--ds", "2024-02-03")
+    assert result.returncode == 0
+    events = [orjson.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert [e["event"] for e in events].count("partition done") == 2 and {e["level"] for e in events} == {"info"}
+    assert orjson.loads(result.stdout)["status"] == "succeeded"
+
+
+def test_every_argument_of_every_command_is_documented() -> None:
+    from sluice.cli import _parser
+
+    parser = _parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    undocumented = [
+        f"{name} {action.dest}"
+        for name, sub in [("sluice", parser), *commands.choices.items()]
+        for action in sub._actions
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert undocumented == []
+    help_text = sluice("run", "--help").stdout
+    assert "JOB                  the job file (YAML or JSON)" in help_text
+    assert "--summary-json PATH  also write the run summary to this file" in help_text
 
 
 def test_schema_describes_every_component_and_validates_real_job_files(tmp_path: Path) -> None:

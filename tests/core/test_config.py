@@ -40,8 +40,39 @@ def test_defaults() -> None:
 
 def test_unknown_top_level_and_runtime_keys_are_errors() -> None:
     found = problems(base(runtim={}, runtime={"batch_sise": 5}))
-    assert "job 'cfg': runtime.batch_sise: Extra inputs are not permitted" in found
-    assert "job 'cfg': runtim: Extra inputs are not permitted" in found
+    assert "job 'cfg': runtime: unknown option 'batch_sise'; did you mean 'batch_size'?" in found
+    assert "job 'cfg': unknown option 'runtim'; did you mean 'runtime'?" in found
+
+
+def test_a_misspelled_key_suggests_the_option_at_every_level() -> None:
+    found = problems(base(runtime={"retry": {"attemps": 3}}, schedul={},
+                          source={"type": "counting", "recrods": 3, "zzz": 1}))
+    assert found == [
+        "job 'cfg': runtime.retry: unknown option 'attemps'; did you mean 'attempts'?",
+        "job 'cfg': unknown option 'schedul'; did you mean 'schedule'?",
+        "job 'cfg': source (type: counting): unknown option 'recrods'; did you mean 'records'?",
+        "job 'cfg': source (type: counting): unknown option 'zzz'; known options: fail_after_batches, partitions, "
+        "payload, records",
+    ]
+
+
+def test_top_level_errors_do_not_hide_the_component_errors() -> None:
+    found = problems(base(runtime={"max_workers": "two"}, transform={"steps": [{"type": "drop_every", "every": "x"}]},
+                          destination={"type": "memory", "delay_s": "slow"}))
+    assert found == [
+        "job 'cfg': runtime.max_workers: Input should be a valid integer, unable to parse string as an integer",
+        "job 'cfg': transform.steps[0] (type: drop_every): every: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "job 'cfg': destination (type: memory): delay_s: Input should be a valid number, unable to parse string as a "
+        "number",
+    ]
+
+
+def test_a_job_without_a_name_still_has_its_components_checked() -> None:
+    assert problems({"source": {"type": "counting", "records": "many"}}) == [
+        "job: job_name: Field required",
+        "job: source (type: counting): records: Input should be a valid integer, unable to parse string as an integer",
+    ]
 
 
 def test_every_component_error_is_listed_with_job_step_type_and_field_path() -> None:
@@ -55,7 +86,7 @@ def test_every_component_error_is_listed_with_job_step_type_and_field_path() -> 
            "as an integer" in found
     assert "job 'cfg': transform.steps[1] (type: drop_every): every: Input should be a valid integer, unable to " \
            "parse string as an integer" in found
-    assert "job 'cfg': transform.steps[1] (type: drop_every): evry: Extra inputs are not permitted" in found
+    assert "job 'cfg': transform.steps[1] (type: drop_every): unknown option 'evry'; did you mean 'every'?" in found
     assert any(p.startswith("job 'cfg': transform.steps[2]: unknown transform type 'dropevery'. Did you mean "
                             "'drop_every'?") for p in found)
     assert any(p.startswith("job 'cfg': destination: unknown sink type 'memroy'. Did you mean 'memory'?")
@@ -137,7 +168,30 @@ def test_the_template_sandbox_blocks_python_internals() -> None:
 
 def test_undefined_template_variables_are_errors() -> None:
     [problem] = problems(base(destination={"type": "memory", "name": "{{ nope }}"}))
-    assert "'nope' is undefined" in problem
+    assert problem == "job 'cfg': destination.name: template '{{ nope }}': 'nope' is undefined"
+
+
+def test_an_undefined_name_suggests_the_close_ones() -> None:
+    [problem] = problems(base(destination={"type": "memory", "name": "out/{{ dss }}"}))
+    assert problem == "job 'cfg': destination.name: template 'out/{{ dss }}': 'dss' is undefined; did you mean 'ds'?"
+
+
+def test_a_missing_environment_variable_is_named_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE", raising=False)
+    found = problems(base(destination={"type": "memory", "name": "{{ env.NOPE }}"},
+                          source={"type": "counting", "partitions": "{{ env['NOPE'] }}"}))
+    assert found == [
+        "job 'cfg': source.partitions: template \"{{ env['NOPE'] }}\": environment variable NOPE is not set",
+        "job 'cfg': destination.name: template '{{ env.NOPE }}': environment variable NOPE is not set",
+    ]
+
+
+def test_environment_variables_can_have_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE", raising=False)
+    monkeypatch.setenv("TEAM", "search")
+    name = "{{ env.get('NOPE', 'dflt') }}-{{ env.NOPE | default('d2') }}-{{ env.TEAM }}"
+    job = load_job(base(destination={"type": "memory", "name": name}))
+    assert job.destination.config.name == "dflt-d2-search"
 
 
 def test_the_seed_example_shape_validates_with_placeholder_secrets(tmp_path: Path) -> None:

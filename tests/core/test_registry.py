@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sluice.errors import PluginError, UnknownTypeError
 from sluice.registry import Registry
+
+SLUICE = str(Path(sys.executable).parent / "sluice")
 
 
 def make_dist(root: Path, dist: str, module: str, code: str, entry_name: str | None = None) -> None:
@@ -67,6 +71,69 @@ def test_a_broken_plugin_is_reported_and_does_not_hide_the_others(site: Path) ->
     assert "ImportError: needs libfoo 2.0" in failure.error and failure.distribution == "broken-plugin"
     with pytest.raises(UnknownTypeError, match=r"broken-plugin \(ImportError: needs libfoo 2.0\)"):
         registry.get("transform", "brokentype", "job 'x': transform.steps[0]")
+
+
+MISSPELLED_HOOK = """
+    from sluice import RecordTransform, hookimpl
+
+    class Whisper(RecordTransform):
+        '''Does nothing, quietly.'''
+        type = "whisper"
+
+        def process(self, record):
+            return record
+
+    @hookimpl
+    def sluice_transform():
+        return [Whisper]
+"""
+
+UNMARKED_HOOK = """
+    from sluice import RecordTransform
+
+    class Mumble(RecordTransform):
+        '''Does nothing.'''
+        type = "mumble"
+
+        def process(self, record):
+            return record
+
+    def sluice_transforms():
+        return [Mumble]
+"""
+TYPO = "hook 'sluice_transform' is not a Sluice hook; did you mean 'sluice_transforms'?"
+
+
+def test_a_misspelled_hook_is_a_plugin_failure_and_the_others_still_load(site: Path) -> None:
+    make_dist(site, "typo-plugin", "typo_plugin", MISSPELLED_HOOK)
+    make_dist(site, "shout-plugin", "shout_plugin", GOOD)
+    registry = Registry.from_entry_points()
+    assert registry.get("transform", "shout") and "typo-plugin" not in registry.plugins
+    [failure] = [f for f in registry.failures if f.name == "typo-plugin"]
+    assert failure.error == TYPO
+    with pytest.raises(UnknownTypeError) as info:
+        registry.get("transform", "whisper", "job 'x': transform.steps[0]")
+    assert f"Plugins that failed to load: typo-plugin ({TYPO})." in str(info.value)
+
+
+def test_a_hook_function_without_hookimpl_is_a_plugin_failure(site: Path) -> None:
+    make_dist(site, "unmarked-plugin", "unmarked_plugin", UNMARKED_HOOK)
+    registry = Registry.from_entry_points()
+    [failure] = [f for f in registry.failures if f.name == "unmarked-plugin"]
+    assert failure.error == "sluice_transforms() is not marked @hookimpl, so Sluice never calls it"
+
+
+def test_sluice_plugins_reports_a_misspelled_hook(site: Path) -> None:
+    make_dist(site, "typo-plugin", "typo_plugin", MISSPELLED_HOOK)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
+    listed = subprocess.run([SLUICE, "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 1
+    data = orjson.loads(listed.stdout)
+    assert {"name": "typo-plugin", "distribution": "typo-plugin", "error": TYPO} in data["failures"]
+    assert {p["name"] for p in data["plugins"]} >= {"sluice", "sluice-transforms"}
+    table = subprocess.run([SLUICE, "plugins"], capture_output=True, text=True, env=env, timeout=120)
+    assert table.returncode == 1 and f"failed to load typo-plugin (typo-plugin): {TYPO}" in table.stdout
 
 
 def test_two_plugins_claiming_one_type_fail_naming_both(site: Path) -> None:

@@ -121,6 +121,20 @@ def test_cast_dead_letters_values_that_do_not_convert(kind: str, value: Any) -> 
     assert dead.error_type == "CastError" and f"to {kind}" in dead.reason and "'v'" in dead.reason
 
 
+@pytest.mark.parametrize(("kind", "value", "why"), [
+    ("int", "n/a", ""), ("float", "n/a", ""), ("int", [1], ""), ("datetime", "yesterday", ""),
+    ("int", "1.5", " (it has a fractional part)"),
+    ("bool", "maybe", " (expected true/false, yes/no, on/off, t/f, y/n or 1/0)"),
+])
+def test_cast_dead_letters_say_what_did_not_convert_without_pythons_inner_error(kind: str, value: Any,
+                                                                                why: str) -> None:
+    record = {"id": 7, "nested": {"v": value}}
+    out = run({"type": "cast", "fields": {"nested.v": kind}}, [record])
+    [dead] = out.dead_letters
+    assert dead.reason == f"cast: field 'nested.v': cannot convert {value!r} to {kind}{why}"
+    assert dead.record == record and dead.error_type == "CastError"
+
+
 def test_cast_rejects_unknown_types_at_validation() -> None:
     with pytest.raises(ConfigError, match=r"fields\.n"):
         build("transform", {"type": "cast", "fields": {"n": "decimal"}})

@@ -1,14 +1,17 @@
 """The ``sluice`` command: run, validate, plugins, schema.
 
-Exit codes: 0 ok, 1 the job failed, 2 bad configuration or usage. Errors are one clear line each
-(with secrets masked); ``--debug`` adds the traceback.
+Exit codes: 0 ok, 1 the job failed, 2 bad configuration or usage, 141 the reader of stdout went
+away (``sluice schema | head``), as for any Unix tool killed by SIGPIPE. Errors are one clear line
+each (with secrets masked); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,47 +21,100 @@ from . import __version__, secrets
 from .errors import ConfigError, SluiceError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for `seq 1000000 | head`
 JOB_SUFFIXES = (".yaml", ".yml", ".json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The CLI reports a run's outcome itself, once: the summary on stdout and one ``error:`` line on
+# stderr. The engine's log events that say the same (every partition failure is in the summary's
+# ``failures``) would repeat it on stderr, so ``sluice run`` leaves them out of its log.
+REPORTED_AT_THE_END = frozenset({"run failed", "partition failed"})
+
+
+class _OutputClosed(Exception):
+    """The reader of stdout went away (``| head``): the command ends quietly."""
 
 
 def _err(message: str) -> None:
     print(secrets.mask(message), file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _stdout() -> Iterator[None]:
+    """Around writes to stdout: flushed at the end, and a closed pipe becomes ``_OutputClosed``."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
+def _out(text: str) -> None:
+    with _stdout():
+        print(text)
+
+
+def _print_rich(*items: Any) -> None:
+    """Print rich tables and markup to stdout (styled on a terminal). Rendered first, then written
+    like any output: rich's own handling of a closed pipe would exit 1."""
+    from rich.console import Console
+
+    console = Console()
+    with console.capture() as captured:
+        for item in items:
+            console.print(item)
+    with _stdout():
+        sys.stdout.write(captured.get())
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sluice", description="Move data between Elasticsearch/OpenSearch and S3.")
+    p = argparse.ArgumentParser(prog="sluice", description="Move data between Elasticsearch/OpenSearch and S3.",
+                                epilog="exit codes: 0 ok, 1 the job failed, 2 bad configuration or usage, "
+                                       "141 stdout was closed early (| head)")
     p.add_argument("--version", action="version", version=f"sluice {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="run, validate, plugins, schema or demo; `sluice COMMAND --help` for its arguments")
 
-    run = sub.add_parser("run", help="run a job for one data interval")
-    run.add_argument("job", type=Path)
+    run = sub.add_parser("run", help="run a job for one data interval",
+                         description="Run a job for one data interval (default: yesterday, UTC). On a terminal: "
+                                     "live progress and a summary table; otherwise JSON log lines on stderr and "
+                                     "the JSON summary on stdout.")
+    run.add_argument("job", type=Path, metavar="JOB", help="the job file (YAML or JSON)")
     when = run.add_mutually_exclusive_group()
-    when.add_argument("--ds", help="the day to process (YYYY-MM-DD): interval [ds, ds+1d)")
-    when.add_argument("--start", help="interval start (ISO timestamp); needs --end")
-    run.add_argument("--end", help="interval end (ISO timestamp, exclusive)")
-    run.add_argument("--run-id", help="override the run id (default: derived from job and interval)")
+    when.add_argument("--ds", metavar="YYYY-MM-DD", help="the day to process: interval [ds, ds+1d)")
+    when.add_argument("--start", metavar="TS", help="interval start (ISO timestamp); needs --end")
+    run.add_argument("--end", metavar="TS", help="interval end (ISO timestamp, exclusive); needs --start")
+    run.add_argument("--run-id", metavar="ID", help="override the run id (default: derived from job and interval)")
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoints")
     run.add_argument("--dry-run", action="store_true", help="read one batch, transform it, write nothing")
     run.add_argument("--staged", action="store_true",
                      help="run the steps an orchestrator runs (plan, extract, transform, load, finalize; or the "
                           "fused steps), in this process, over the job's staging (default .sluice/staging)")
     run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
-    run.add_argument("--log-level", default="INFO")
-    run.add_argument("--summary-json", type=Path, help="also write the run summary to this file")
+    run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                     help=f"least severe log events shown: {', '.join(LOG_LEVELS)} (default: INFO)")
+    run.add_argument("--summary-json", type=Path, metavar="PATH", help="also write the run summary to this file")
 
-    val = sub.add_parser("validate", help="validate job files (every error is listed)")
-    val.add_argument("jobs", nargs="+", type=Path, help="job files or directories of them")
+    val = sub.add_parser("validate", help="validate job files (every error is listed)",
+                         description="Validate job files with the installed plugins, listing every error of "
+                                     "every file; secrets need not be set. Exit 2 if any file is invalid.")
+    val.add_argument("jobs", nargs="+", type=Path, metavar="JOB", help="job files or directories of them")
 
-    plugins = sub.add_parser("plugins", help="installed plugins, their types and load failures")
-    plugins.add_argument("--json", action="store_true")
+    plugins = sub.add_parser("plugins", help="installed plugins, their types and load failures",
+                             description="Installed plugins: distribution, version, the types they give (with "
+                                         "aliases) and plugins that failed to load (exit 1 if any).")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    schema = sub.add_parser("schema", help="JSON Schema of the job file for the installed plugins")
-    schema.add_argument("-o", "--output", type=Path)
+    schema = sub.add_parser("schema", help="JSON Schema of the job file for the installed plugins",
+                            description="JSON Schema of job files, every component block typed by its plugin "
+                                        "(point an editor at it for completion and inline errors).")
+    schema.add_argument("-o", "--output", type=Path, metavar="PATH", help="write it to this file instead of stdout")
 
-    demo = sub.add_parser("demo", help="run the example jobs on embedded OpenSearch and S3 servers")
-    demo.add_argument("--out", default="out/demo", help="where to leave copies of the output")
-    demo.add_argument("--events", type=int, default=50_000, help="log events to seed")
+    demo = sub.add_parser("demo", help="run the example jobs on embedded OpenSearch and S3 servers",
+                          description="Seed embedded OpenSearch and S3 servers and run the example jobs on them.")
+    demo.add_argument("--out", default="out/demo", metavar="DIR",
+                      help="where to leave copies of the output (default: out/demo)")
+    demo.add_argument("--events", type=int, default=50_000, metavar="N", help="log events to seed (default: 50000)")
     return p
 
 
@@ -73,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     except SluiceError as exc:
         _err(f"error: {exc}")
         return EXIT_FAILED
+    except _OutputClosed:
+        # the flush at exit must not meet the closed pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
@@ -105,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     interactive = sys.stderr.isatty() and not args.log_json
     configure_logging(json_logs=not interactive, level=args.log_level)
+    _leave_out_of_log(REPORTED_AT_THE_END)
     job = load_job(args.job, interval=_interval(args), run_id=args.run_id)
     if args.dry_run:
         return _dry_run(job)
@@ -127,6 +188,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _report(args, job, summary)
 
 
+def _leave_out_of_log(events: frozenset[str]) -> None:
+    """Drop the error events named ``events`` from the log: the CLI reports them at the end."""
+    import structlog
+
+    def drop(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if method == "error" and event.get("event") in events:
+            raise structlog.DropEvent
+        return event
+
+    structlog.configure(processors=[drop, *structlog.get_config()["processors"]])
+
+
 def _report(args: argparse.Namespace, job: Any, summary: Any) -> int:
     """Print the summary (a table on a terminal, JSON otherwise) and return the exit code."""
     data = summary.to_dict()
@@ -136,7 +209,7 @@ def _report(args: argparse.Namespace, job: Any, summary: Any) -> int:
     if sys.stdout.isatty():
         _print_summary(summary, job)
     else:
-        print(secrets.mask(orjson.dumps(data).decode()))
+        _out(secrets.mask(orjson.dumps(data).decode()))
     if summary.status != "succeeded":
         _err(f"error: job {job.name!r} failed: {summary.error}")
         return EXIT_FAILED
@@ -144,7 +217,6 @@ def _report(args: argparse.Namespace, job: Any, summary: Any) -> int:
 
 
 def _print_summary(summary: Any, job: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"{summary.job}  run {summary.run_id}  [{summary.status}]", show_header=False)
@@ -167,7 +239,7 @@ def _print_summary(summary: Any, job: Any) -> None:
     t.add_row("throughput", f"{summary.docs_per_s:,.0f} docs/s")
     t.add_row("output", secrets.mask(job.destination.raw.get("path") or job.destination.raw.get("uri")
                                      or job.destination.raw.get("index") or job.destination.type))
-    Console().print(t)
+    _print_rich(t)
 
 
 def _dry_run(job: Any) -> int:
@@ -195,7 +267,7 @@ def _dry_run(job: Any) -> int:
                 out.update(read=n_in, after_transforms=len(batch.records), filtered=dict(counts.filtered),
                            dead_lettered=len(batch.dead_letters), sample=batch.records[:3],
                            dead_letter_sample=[d.reason for d in batch.dead_letters[:3]])
-        print(secrets.mask(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode()))
+        _out(secrets.mask(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode()))
     finally:
         for component in opened:
             component.close()
@@ -225,14 +297,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             bad += 1
             for problem in exc.problems:
-                _err(f"{path}: {problem}")
+                _err(_in_file(path, problem))
             continue
         steps = " → ".join(s.type for s in job.steps)
-        print(f"ok  {path}  ({job.name}: {job.source.type} → {steps + ' → ' if steps else ''}{job.destination.type})")
+        _out(f"ok  {path}  ({job.name}: {job.source.type} → {steps + ' → ' if steps else ''}{job.destination.type})")
     if bad:
         _err(f"{bad} of {len(files)} job file(s) invalid")
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def _in_file(path: Path, problem: str) -> str:
+    """``job.yaml: <problem>``, the file named once: problems found while reading the file
+    (a YAML error) or before the job has a name already start with it."""
+    for lead in (f"{path}: ", f"job file {path}: "):
+        if problem.startswith(lead):
+            return f"{path}: {problem[len(lead):]}"
+    return f"{path}: {problem}"
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -240,27 +321,32 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     data = {
-        "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version, "types": i.types}
-                    for i in registry.plugins.values()],
+        "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version, "types": i.types,
+                     "aliases": i.aliases} for i in registry.plugins.values()],
         "failures": [f.__dict__ for f in registry.failures],
     }
     if args.json:
-        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        _out(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
-        from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         t = Table(title="sluice plugins")
         for col in ("plugin", "distribution", "version", "types"):
             t.add_column(col)
         for i in data["plugins"]:
-            types = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in i["types"].items())
+            types = "; ".join(f"{kind}: {', '.join(_with_aliases(n, i['aliases'].get(kind, {})) for n in names)}"
+                              for kind, names in i["types"].items())
             t.add_row(i["name"], i["distribution"], i["version"], types)
-        console = Console()
-        console.print(t)
-        for f in data["failures"]:
-            console.print(f"[red]failed to load[/red] {f['name']} ({f['distribution']}): {f['error']}")
+        failed = [escape(f"{f['name']} ({f['distribution']}): {f['error']}") for f in data["failures"]]
+        _print_rich(t, *(f"[red]failed to load[/red] {what}" for what in failed))
     return EXIT_FAILED if registry.failures else EXIT_OK
+
+
+def _with_aliases(name: str, aliases: dict[str, list[str]]) -> str:
+    """``elasticsearch (alias: opensearch)``."""
+    names = aliases.get(name)
+    return f"{name} ({'aliases' if len(names) > 1 else 'alias'}: {', '.join(names)})" if names else name
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -271,7 +357,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.output:
         args.output.write_text(text + "\n")
     else:
-        print(text)
+        _out(text)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ problem found is collected, so ``sluice validate`` lists them all at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -184,19 +185,24 @@ def load_job(
     """Load and fully validate a job for one run. Raises ConfigError listing every problem."""
     path = None if isinstance(source, dict) else Path(source)
     raw = dict(source) if isinstance(source, dict) else read_job_file(source)
-    label = f"job {raw.get('job_name')!r}" if isinstance(raw.get("job_name"), str) else f"job file {path}"
+    named = isinstance(raw.get("job_name"), str)
+    label = f"job {raw.get('job_name')!r}" if named else f"job file {path}" if path else "job"
+    problems: list[str] = []
+    config: JobConfig | None
     try:
         config = JobConfig.model_validate(raw)
     except ValidationError as exc:
-        raise format_validation_error(exc, label) from None
-    label = f"job {config.job_name!r}"
+        # keep going: the component blocks are validated too, so every problem is listed at once
+        problems.extend(format_validation_error(exc, label, JobConfig).problems)
+        config = None
+    else:
+        label = f"job {config.job_name!r}"
+    job_name = config.job_name if config else str(raw["job_name"]) if named else "job"
     registry = registry or get_registry()
     interval = interval or Interval.yesterday()
-    run_id = run_id or interval.default_run_id(config.job_name)
-    variables = template_vars(config.job_name, interval, run_id)
+    run_id = run_id or interval.default_run_id(job_name)
+    variables = template_vars(job_name, interval, run_id)
     renderer = Renderer(variables, secrets.resolver(registry, placeholder=secret_mode == "placeholder"))
-
-    problems: list[str] = []
 
     def resolve(kind: Kind, block: dict[str, Any], where: str) -> ComponentSpec | None:
         try:
@@ -210,9 +216,13 @@ def load_job(
             return None
         return ComponentSpec(kind, klass, cfg, where, rendered)
 
+    if config is None:
+        for kind, block, where in _typed_blocks(raw):
+            resolve(kind, block, where)
+        raise ConfigError(problems[0], problems)
+
     src = resolve("source", config.source, "source")
-    steps = [resolve("transform", step if isinstance(step, dict) else {"type": None}, f"transform.steps[{i}]")
-             for i, step in enumerate(config.transform.steps)]
+    steps = [resolve("transform", step, f"transform.steps[{i}]") for i, step in enumerate(config.transform.steps)]
     dst_block = config.destination or {"type": "jsonl", "path": f"out/{config.job_name}/date={variables['ds']}",
                                        "compression": "gzip"}
     dst = resolve("sink", dst_block, "destination")
@@ -230,3 +240,21 @@ def load_job(
         raise ConfigError(problems[0], problems)
     assert src and dst and dl and cp and all(steps)
     return Job(config, interval, run_id, variables, src, steps, dst, dl, cp, path, renderer, registry)  # type: ignore[arg-type]
+
+
+def _typed_blocks(raw: dict[str, Any]) -> Iterator[tuple[Kind, dict[str, Any], str]]:
+    """The component blocks of a job whose top level is invalid, so they are checked all the same:
+    the blocks written with a ``type`` (the top-level errors name the others; defaults are left out)."""
+    transform = raw.get("transform")
+    steps = transform.get("steps") if isinstance(transform, dict) else None
+    steps = steps if isinstance(steps, list) else []
+    blocks: list[tuple[Kind, Any, str]] = [
+        ("source", raw.get("source"), "source"),
+        *(("transform", step, f"transform.steps[{i}]") for i, step in enumerate(steps)),
+        ("sink", raw.get("destination"), "destination"),
+        ("sink", raw.get("dead_letter"), "dead_letter"),
+        ("checkpoint_store", raw.get("checkpoints"), "checkpoints"),
+    ]
+    for kind, block, where in blocks:
+        if isinstance(block, dict) and (kind == "transform" or isinstance(block.get("type"), str)):
+            yield kind, block, where

@@ -321,7 +321,8 @@ class Engine:
         if failures and error is None:
             first = failures[0]
             # a bug would meet --resume again: fix it first; a failure outside (a server) may be over
-            hint = "" if first.bug else "; run again with --resume to continue"
+            # (a step of a staged run is re-run as a whole by its orchestrator: no --resume there)
+            hint = "" if first.bug or self.role != "run" else "; run again with --resume to continue"
             summary.error = (f"{len(failures)} partition(s) did not finish; first: {first.partition!r}: {first.error} "
                              f"(checkpoint: {first.checkpoint!r}){hint}")
         dead_letters = getattr(self, "dead_letters", None)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import difflib
+import types
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 
 class SluiceError(Exception):
@@ -101,10 +104,80 @@ def bug_report(exc: BaseException, component: str) -> str:
     return f"{component} raised {type(exc).__name__}: {exc} (a bug, not retried; at {where})"
 
 
-def format_validation_error(exc: ValidationError, where: str) -> ConfigError:
-    """Field path plus pydantic's message; never the input value (it may be a secret)."""
+def format_validation_error(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> ConfigError:
+    """Field path plus pydantic's message; never the input value (it may be a secret).
+
+    With ``model`` (the class that was validated), an unknown key names the close option:
+    ``unknown option 'compresion'; did you mean 'compression'?``.
+    """
     problems = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {path}: {err['msg']}" if path else f"{where}: {err['msg']}")
+        loc = err["loc"]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden" and model is not None and loc and isinstance(loc[-1], str):
+            options = option_names(model, loc[:-1])
+            msg, loc = unknown_option(loc[-1], options), loc[:-1]
+        path = ".".join(str(p) for p in loc)
+        problems.append(f"{where}: {path}: {msg}" if path else f"{where}: {msg}")
     return ConfigError(problems[0], problems)
+
+
+def unknown_option(key: str, options: list[str] | None) -> str:
+    """``unknown option 'compresion'; did you mean 'compression'?`` (or the options there are)."""
+    if not options:
+        return f"unknown option {key!r}"
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+    if close:
+        return f"unknown option {key!r}; did you mean {close[0]!r}?"
+    return f"unknown option {key!r}; known options: {', '.join(sorted(options))}"
+
+
+def option_names(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str] | None:
+    """The keys a user may write at ``path`` inside ``model`` (field aliases or names), following
+    nested models through optionals, unions, lists and dicts; None when the path cannot be followed."""
+    found = _models_at(model, path)
+    if len(found) != 1:
+        return None
+    target = found[0]
+    names = []
+    for name, info in target.model_fields.items():
+        names.append(info.alias or name)
+        if info.alias and target.model_config.get("populate_by_name"):
+            names.append(name)
+    return names
+
+
+def _models_at(model: type[BaseModel], path: tuple[int | str, ...]) -> list[type[BaseModel]]:
+    candidates: list[Any] = [model]
+    for part in path:
+        following: list[Any] = []
+        for tp in (t for c in candidates for t in _unwrap(c)):
+            origin, args = get_origin(tp), get_args(tp)
+            if _is_model(tp) and isinstance(part, str):
+                if tp.__name__ == part:  # pydantic names the union member it tried
+                    following.append(tp)
+                for name, info in tp.model_fields.items():
+                    if part in (name, info.alias):
+                        following.append(info.annotation)
+            elif isinstance(part, int) and isinstance(origin, type) and issubclass(origin, Sequence) and args:
+                following.append(args[0])
+            elif isinstance(part, str) and isinstance(origin, type) and issubclass(origin, Mapping) and len(args) == 2:
+                following.append(args[1])
+        candidates = following
+    return [t for c in candidates for t in _unwrap(c) if _is_model(t)]
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """``Annotated[X, ...]`` → X; ``X | Y | None`` → X, Y."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin is Union or origin is types.UnionType:
+        return [t for arg in get_args(tp) if arg is not type(None) for t in _unwrap(arg)]
+    return [tp]
+
+
+def _is_model(tp: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(tp, type) and issubclass(tp, BaseModel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import threading
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +33,8 @@ KINDS: dict[Kind, str] = {
     "transform": "sluice_transforms",
     "checkpoint_store": "sluice_checkpoint_stores",
 }
+HOOKS = sorted(name for name, spec in vars(hookspecs).items() if hasattr(spec, f"{hookspecs.PROJECT}_spec"))
+IMPL_MARK = f"{hookspecs.PROJECT}_impl"  # the attribute @hookimpl sets on a function
 
 
 @dataclass
@@ -42,6 +45,7 @@ class PluginInfo:
     distribution: str = ""
     version: str = ""
     types: dict[str, list[str]] = field(default_factory=dict)
+    aliases: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # kind → type → its aliases
 
 
 @dataclass
@@ -92,7 +96,10 @@ class Registry:
                 continue
             try:
                 module = ep.load()
-                pm.register(module, name=ep.name)
+                _register(pm, module, ep.name)
+            except PluginError as exc:
+                failures.append(PluginFailure(ep.name, dist, str(exc)))
+                continue
             except Exception as exc:
                 failures.append(PluginFailure(ep.name, dist, f"{type(exc).__name__}: {exc}"))
                 continue
@@ -101,18 +108,25 @@ class Registry:
 
     @classmethod
     def from_plugins(cls, *plugins: Any, builtins: bool = True) -> Registry:
-        """A registry of the given plugin objects only (no entry points): for tests."""
+        """A registry of the given plugin objects only (no entry points): for tests.
+
+        A plugin that fails the hook check is recorded as a failure, as from entry points."""
         pm = cls._manager()
         infos: dict[str, PluginInfo] = {}
+        failures: list[PluginFailure] = []
         if builtins:
             from .builtin import plugin as builtin_plugin
 
             plugins = (builtin_plugin, *plugins)
         for i, plugin in enumerate(plugins):
             name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
-            pm.register(plugin, name=name)
+            try:
+                _register(pm, plugin, name)
+            except PluginError as exc:
+                failures.append(PluginFailure(name, "", str(exc)))
+                continue
             infos[name] = PluginInfo(name)
-        return cls(pm, (), infos)
+        return cls(pm, failures, infos)
 
     def _collect(self) -> None:
         owners: dict[tuple[Kind, str], str] = {}
@@ -139,6 +153,8 @@ class Registry:
                         self.types[kind][name] = klass
                     info = self.plugins.setdefault(plugin, PluginInfo(plugin))
                     info.types.setdefault(kind, []).append(klass.type)
+                    if getattr(klass, "aliases", ()):
+                        info.aliases.setdefault(kind, {})[klass.type] = list(klass.aliases)
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, kind: Kind, name: str, where: str = "") -> type[Component]:
@@ -162,19 +178,40 @@ class Registry:
 
     def validate(self, kind: Kind, block: dict[str, Any], where: str) -> tuple[type[Component], BaseModel]:
         """Resolve ``block['type']`` and validate the rest of the block with the class's Config."""
-
-
         klass = self.get(kind, str(block.get("type")), where)
         body = {k: v for k, v in block.items() if k != "type"}
         try:
             config = klass.Config.model_validate(body)
         except ValidationError as exc:
-            raise format_validation_error(exc, f"{where} (type: {block.get('type')})") from None
+            raise format_validation_error(exc, f"{where} (type: {block.get('type')})", klass.Config) from None
         return klass, config
 
     def hook(self) -> Any:
         """The pluggy hook relay, for calling hooks such as ``sluice_resolve_secret``."""
         return self.pm.hook
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Register ``plugin`` and check its hooks against the specs (what pluggy's ``check_pending()``
+    does, for this plugin alone): a misspelled hook would otherwise never be called, silently.
+    Raises PluginError, with the plugin unregistered, so the other plugins still load."""
+    pm.register(plugin, name=name)
+    problems = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        impls = [i for i in caller.get_hookimpls() if i.plugin is plugin and not i.optionalhook]
+        if not caller.has_spec() and impls:
+            close = difflib.get_close_matches(caller.name, HOOKS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"Sluice hooks: {', '.join(HOOKS)}"
+            problems.append(f"hook {caller.name!r} is not a Sluice hook; {hint}")
+    if isinstance(plugin, types.ModuleType):
+        for hook in HOOKS:
+            function = vars(plugin).get(hook)
+            if callable(function) and getattr(function, "__module__", None) == plugin.__name__ \
+                    and not hasattr(function, IMPL_MARK):
+                problems.append(f"{hook}() is not marked @hookimpl, so Sluice never calls it")
+    if problems:
+        pm.unregister(plugin)
+        raise PluginError("; ".join(problems))
 
 
 _default: Registry | None = None

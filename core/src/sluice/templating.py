@@ -7,15 +7,17 @@ Fields a component renders per record (``index: "logs-{{ record.app }}"``) are d
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from jinja2 import StrictUndefined
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 from pydantic import BaseModel, Field
 
 from .errors import TemplateError
@@ -108,14 +110,42 @@ def template_vars(job_name: str, interval: Interval, run_id: str) -> dict[str, A
         "ts": start.isoformat(),
         "data_interval_start": start,
         "data_interval_end": end,
-        "env": dict(os.environ),
+        "env": Environ(os.environ),
     }
 
 
-def make_environment(resolve_secret: Callable[[str], str]) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment: no attribute escapes, undefined names are errors."""
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+class Environ(dict[str, str]):
+    """The environment as templates see it (``env.TEAM``, ``env.get('TEAM', 'search')``): a plain
+    dict, of its own class so that a missing variable is reported as one."""
+
+
+class Undefined(StrictUndefined):
+    """Undefined names are errors, worded for a job file's author: a missing environment variable
+    is named as one, and an unknown name suggests the close ones in ``scope`` and ``extra``."""
+
+    __slots__ = ()
+    scope: ClassVar[dict[str, Any]] = {}  # the environment's globals (live), set by make_environment
+    extra: ClassVar[tuple[str, ...]] = ()  # names passed at render time (``record``)
+
+    @property
+    def _undefined_message(self) -> str:
+        if not self._undefined_hint and isinstance(self._undefined_obj, Environ):
+            return f"environment variable {self._undefined_name} is not set"
+        if not self._undefined_hint and self._undefined_obj is missing and isinstance(self._undefined_name, str):
+            known = sorted({*self.scope, *self.extra})
+            close = difflib.get_close_matches(self._undefined_name, known, n=3, cutoff=0.6)
+            alternatives = " or ".join(repr(c) for c in close)
+            return f"{self._undefined_name!r} is undefined" + (f"; did you mean {alternatives}?" if close else "")
+        return str(super()._undefined_message)
+
+
+def make_environment(resolve_secret: Callable[[str], str],
+                     extra_names: tuple[str, ...] = ("record",)) -> ImmutableSandboxedEnvironment:
+    """A sandboxed environment: no attribute escapes; an undefined name is an error that suggests
+    close ones among the globals and ``extra_names`` (variables given at render time)."""
+    env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
     env.globals["secret"] = resolve_secret
+    env.undefined = type("Undefined", (Undefined,), {"__slots__": (), "scope": env.globals, "extra": extra_names})
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -20,6 +21,16 @@ TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 FALSE = frozenset({"false", "f", "no", "n", "off", "0", ""})
 
 
+class Unconvertible(ValueError):
+    """A value that does not convert, with why when there is more to say than "it does not"
+    (the fraction an int would lose). Python's own errors (``could not convert string to float``)
+    are never shown: they describe the conversion tried, not the value."""
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__(why)
+        self.why = why
+
+
 def to_int(value: Any) -> int:
     """Integers, integral floats and numeric text; a fraction would be lost, so it is an error."""
     if isinstance(value, bool):
@@ -28,7 +39,7 @@ def to_int(value: Any) -> int:
         return value
     if isinstance(value, float):
         if not value.is_integer():
-            raise ValueError(f"{value!r} has a fractional part")
+            raise Unconvertible("it has a fractional part" if math.isfinite(value) else "")
         return int(value)
     if isinstance(value, str):
         text = value.strip()
@@ -36,14 +47,14 @@ def to_int(value: Any) -> int:
             return int(text)
         except ValueError:
             return to_int(float(text))
-    raise TypeError(f"cannot convert a {type(value).__name__} to int")
+    raise Unconvertible()
 
 
 def to_float(value: Any) -> float:
     """Numbers and numeric text."""
     if isinstance(value, int | float | str) and not isinstance(value, bool):
         return float(value)
-    raise TypeError(f"cannot convert a {type(value).__name__} to float")
+    raise Unconvertible()
 
 
 def to_str(value: Any) -> str:
@@ -69,7 +80,7 @@ def to_bool(value: Any) -> bool:
             return True
         if text in FALSE:
             return False
-    raise ValueError(f"{value!r} is not a boolean")
+    raise Unconvertible("expected true/false, yes/no, on/off, t/f, y/n or 1/0")
 
 
 def to_datetime(value: Any) -> str:
@@ -132,7 +143,8 @@ class Cast(RecordTransform):
             except (ValueError, TypeError, OverflowError, OSError) as exc:
                 policy = self.config.on_error
                 if policy == "dead_letter":
-                    raise Reject(f"cast: field {path!r}: cannot convert {_short(value)} to {kind}: {exc}",
+                    why = f" ({exc.why})" if isinstance(exc, Unconvertible) and exc.why else ""
+                    raise Reject(f"cast: field {path!r}: cannot convert {_short(value)} to {kind}{why}",
                                  "CastError") from None
                 if policy == "keep":
                     continue
