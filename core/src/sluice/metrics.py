@@ -97,7 +97,7 @@ class RunSummary:
         ``error_rate_threshold`` fails the run (``rate=False`` for a step of a staged run, whose
         rate is judged once over all steps), and so do counts that do not reconcile.
         """
-        if self.error is None and rate and self.error_rate > self.error_rate_threshold:
+        if self.error is None and rate and self.over_threshold:
             where = f"; dead letters are in {dead_letters_in}" if dead_letters_in else ""
             self.error = (f"error rate {self.error_rate:.2%} ({self.dead_lettered_total} dead letters / "
                           f"{self.read} records read) exceeds error_rate_threshold {self.error_rate_threshold:.2%}"
@@ -122,6 +122,11 @@ class RunSummary:
     @property
     def reconciled(self) -> bool:
         return self.in_flight == 0
+
+    @property
+    def over_threshold(self) -> bool:
+        """Dead letters exceed ``error_rate_threshold`` of the records read: the run fails."""
+        return self.error_rate > self.error_rate_threshold
 
     @property
     def error_rate(self) -> float:

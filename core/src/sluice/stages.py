@@ -355,15 +355,14 @@ class StagedRun:
 
     def _gate(self, plan: dict[str, Any]) -> None:
         """Fail the load before it writes when the steps before it already exceed the error rate."""
-        stages = [s for s in plan["stages"] if s != "load"]
-        counts = [add_counts(m["counts"] for m in self._manifests(s, plan).values()) for s in stages]
-        read = counts[0]["read"]
-        dead = sum(sum(c["dead_lettered"].values()) for c in counts)
-        threshold = self.job.config.runtime.error_rate_threshold
-        if read and dead / read > threshold:
-            raise JobFailed(f"job {self.job.name!r}, run {self.job.run_id}: error rate {dead / read:.2%} ({dead} dead "
-                            f"letters / {read} records read before load) exceeds error_rate_threshold "
-                            f"{threshold:.2%}; nothing was loaded; dead letters are in {where(self.job.dead_letter)}")
+        stages = [(s, add_counts(m["counts"] for m in self._manifests(s, plan).values()))
+                  for s in plan["stages"] if s != "load"]
+        so_far = run_summary(self.job.name, self.job.run_id, stages, self.job.config.runtime.error_rate_threshold)
+        if so_far.over_threshold:
+            raise JobFailed(f"job {self.job.name!r}, run {self.job.run_id}: error rate {so_far.error_rate:.2%} "
+                            f"({so_far.dead_lettered_total} dead letters / {so_far.read} records read before load) "
+                            f"exceeds error_rate_threshold {so_far.error_rate_threshold:.2%}; nothing was loaded; "
+                            f"dead letters are in {where(self.job.dead_letter)}")
 
     def _each_sink(self, what: str, fn: Callable[[Sink], None]) -> None:
         self._sink(what, self.job.destination, self.ctx, fn)

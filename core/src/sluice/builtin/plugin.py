@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ..config import Job
+    from ..context import RunContext
+    from ..staging import StagingStore
 
 
 @hookimpl
@@ -36,7 +41,7 @@ def sluice_resolve_secret(name: str) -> str | None:
 
 
 @hookimpl(trylast=True)
-def sluice_staging_store(uri: str, options: dict[str, Any], job: Any, ctx: Any) -> Any:
+def sluice_staging_store(uri: str, options: dict[str, Any], job: Job, ctx: RunContext) -> StagingStore | None:
     """A local directory (a path or ``file://``) as the staging store; other schemes are for plugins."""
     from ..staging import local_store
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator
 
-from sluice import ComponentConfig, Record, RecordTransform, Reject
+from sluice import ComponentConfig, Record, RecordTransform, Reject, RunContext
 
 from .functions import parse_date
 from .paths import MISSING, getter, set_path, split_path
@@ -128,7 +128,7 @@ class Cast(RecordTransform):
     Config = CastConfig
     config: CastConfig
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: RunContext) -> None:
         super().open(ctx)
         self._casts = [(path, split_path(path), getter(path), CONVERTERS[kind], kind)
                        for path, kind in self.config.fields.items()]
