@@ -61,17 +61,22 @@ def dagbag() -> Any:
 
 
 @pytest.fixture
-def get_dag(dagbag: Any) -> Any:
+def get_dag(dagbag: Any) -> Iterator[Any]:
     """A DAG of the test folder with retries off (dag.test() would sleep through retry_delay)."""
+
+    changed: list[tuple[Any, int]] = []
 
     def get(dag_id: str) -> Any:
         dag = dagbag.get_dag(dag_id)
         assert dag is not None, f"no DAG {dag_id!r}; import errors: {dagbag.import_errors}"
         for t in dag.tasks:
+            changed.append((t, t.retries))
             t.retries = 0
         return dag
 
-    return get
+    yield get
+    for t, retries in changed:  # the DAG bag is shared by the session: leave it as parsed
+        t.retries = retries
 
 
 @pytest.fixture

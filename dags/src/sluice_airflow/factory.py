@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,13 @@ def _run() -> tuple[Interval, str]:
     return interval, owner
 
 
+def _mapped(step: Callable[..., dict[str, Any]], raw: dict[str, Any], partition: str) -> dict[str, Any]:
+    """A mapped task's body: label the task instance after its partition and run ``step`` for it."""
+    _label(partition)
+    interval, owner = _run()
+    return step(raw, interval, partition, owner)
+
+
 def _tasks(raw: dict[str, Any], layout: Layout) -> None:
     """Declare the tasks of one job's DAG inside the current DAG context: each calls one step of
     ``sluice.stages`` with the run's interval; XCom carries only the steps' small manifests."""
@@ -247,16 +255,12 @@ def _tasks(raw: dict[str, Any], layout: Layout) -> None:
     @task(task_id="extract", **mapped)
     def extract(partition: str) -> dict[str, Any]:
         """Source partition → staging."""
-        _label(partition)
-        interval, owner = _run()
-        return stages.extract(raw, interval, partition, owner)
+        return _mapped(stages.extract, raw, partition)
 
     @task(task_id="transform", **mapped)
     def transform_partition(partition: str) -> dict[str, Any]:
         """Staged partition → transform steps → staging."""
-        _label(partition)
-        interval, owner = _run()
-        return stages.transform(raw, interval, partition, owner)
+        return _mapped(stages.transform, raw, partition)
 
     @task(task_id="transform", trigger_rule="none_failed")
     def transform_all(partitions: list[str]) -> list[str]:
@@ -268,16 +272,12 @@ def _tasks(raw: dict[str, Any], layout: Layout) -> None:
     @task(task_id="load", **mapped)
     def load(partition: str) -> dict[str, Any]:
         """Staged partition → destination, uncommitted."""
-        _label(partition)
-        interval, owner = _run()
-        return stages.load(raw, interval, partition, owner)
+        return _mapped(stages.load, raw, partition)
 
     @task(task_id="run", **mapped)
     def run(partition: str) -> dict[str, Any]:
         """Fused: source partition → transform steps → destination, uncommitted."""
-        _label(partition)
-        interval, owner = _run()
-        return stages.run_partition(raw, interval, partition, owner)
+        return _mapped(stages.run_partition, raw, partition)
 
     @task(task_id="finalize", trigger_rule="none_failed")
     def finalize() -> dict[str, Any]:
