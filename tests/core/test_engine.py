@@ -257,3 +257,17 @@ def test_transient_and_permanent_failures_follow_one_rule() -> None:
     assert is_transient(TransientError("429")) and is_transient(ConnectionResetError()) and is_transient(TimeoutError())
     assert not is_transient(PermanentError("400")) and not is_transient(TypeError("bug"))
     assert not is_transient(KeyError("bug")) and not is_transient(OSError("disk full"))
+
+
+def test_a_missing_secret_says_the_same_in_a_transform_process_as_in_the_run() -> None:
+    reasons = []
+    for processes in (0, 1):
+        summary = run_job(job(runtime={"error_rate_threshold": 1},
+                              source={"type": "counting", "partitions": 1, "records": 3},
+                              transform={"processes": processes,
+                                         "steps": [{"type": "stamp", "value": "{{ secret('SLUICE_TEST_NOPE') }}"}]}))
+        assert summary.dead_lettered_total == 3, summary.error
+        reasons.append({d["reason"] for d in read_jsonl("dead") if d["partition"] == "p0"})
+    assert reasons[0] == reasons[1]
+    [reason] = reasons[0]
+    assert reason.startswith("TemplateError: stamp.value: secret 'SLUICE_TEST_NOPE' is not set"), reason

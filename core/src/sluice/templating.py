@@ -190,6 +190,8 @@ class Renderer:
         def render(**extra: Any) -> str:
             try:
                 return template.render(extra)
+            except TemplateError as exc:  # raised inside the template (secret()): say where
+                raise TemplateError(f"{where}: {exc}" if where else str(exc)) from None
             except JinjaError as exc:
                 raise TemplateError(f"{where}: template {source!r}: {exc}") from None
 
