@@ -72,12 +72,13 @@ class Bench:
     def s3_block(self, uri: str, **extra: Any) -> dict[str, Any]:
         return {"type": "s3", "uri": uri, "endpoint_url": self.s3.url, **extra}
 
-    def sluice(self, name: str, job: Path, before: Any = None) -> dict[str, Any]:
+    def sluice(self, name: str, job: Path, before: Any = None, extra: list[str] | None = None) -> dict[str, Any]:
         runs = []
         for rep in range(self.reps):
             if before:
                 before(rep)
-            runs.append(run_process(sluice_cmd(job, self.tmp / f"{name}.json"), self.env, self.tmp / f"{name}.json"))
+            report = self.tmp / f"{name}.json"
+            runs.append(run_process(sluice_cmd(job, report, extra), self.env, report))
         return median(runs)
 
     def floor(self, name: str, args: list[str], before: Any = None) -> dict[str, Any]:
@@ -166,6 +167,29 @@ class Bench:
         self.record("S3→S3 gzip→zstd", self.sluice("s3_to_s3", job), floor, None,
                     "list → get → gunzip → zstd → put, object by object")
 
+    def staged(self) -> None:
+        """ES→S3 with three transform steps, as one process (plain) and as an orchestrator's steps
+        (``sluice run --staged``, local staging): fused, staged with the steps inside extract, and
+        staged with a separate transform step. What each staged copy of the records costs."""
+        floor = self.floor("es_to_s3", ["--index", "bench-src", "--prefix", "floor-es2s3-staged"])
+        steps = [{"type": "filter", "where": "record.get('level') != 'DEBUG'"},
+                 {"type": "rename", "fields": {"app": "service"}},
+                 {"type": "cast", "fields": {"latency_ms": "int"}, "on_error": "dead_letter"}]
+        modes = [("plain", None), ("fused", {"mode": "fused"}), ("staged, with_extract", {"transform": "with_extract"}),
+                 ("staged, separate", {"transform": "separate"})]
+        for label, staging in modes:
+            name = "es_to_s3_" + label.replace(", ", "_")
+            job = job_file(self.tmp, name, self.es_block("bench-src", slices=2, pagination="scroll"),
+                           self.s3_block(f"s3://{BUCKET}/{name}"), steps, {"error_rate_threshold": 0.05})
+            extra = None
+            if staging is not None:
+                spec = yaml.safe_load(job.read_text())
+                spec["staging"] = {"uri": str(self.tmp / "staging"), "retention": 0, **staging}
+                job.write_text(yaml.safe_dump(spec, sort_keys=False))
+                extra = ["--staged"]
+            self.record(f"ES→S3 + 3 steps, {label}", self.sluice(name, job, extra=extra), floor, None,
+                        "the plain script (no transforms); slices=2; staged runs' time is wall time")
+
     def memory(self) -> None:
         small = self.results["ES→S3 slices=1"]["sluice"]
         t0 = time.monotonic()
@@ -189,13 +213,13 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=100_000)
     p.add_argument("--big", type=int, default=500_000, help="docs for the memory run (0 to skip)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3")
+    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3 staged")
     a = p.parse_args()
     bench = Bench(a.docs, a.reps, a.big)
     started = time.monotonic()
     try:
         bench.start()
-        for name in a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3"]:
+        for name in a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3", "staged"]:
             getattr(bench, name)()
         if a.big and "ES→S3 slices=1" in bench.results:
             bench.memory()
