@@ -118,3 +118,22 @@ def test_a_bulk_request_refused_as_too_large_is_sent_in_halves(os_url: str, faul
     assert summary.status == "succeeded", summary.error
     assert summary.written == 400 and len(fetch_all(os_url, "target")) == 400
     assert proxy.count("POST", r"/_bulk") == 5
+
+
+def test_a_long_scroll_survives_a_connection_dropped_every_ninth_request(
+        os_url: str, seeded: Any, fault_proxy: Any) -> None:
+    """Each drop reopens the scroll after the delivered hits: re-paging through them takes large
+    id-only pages, and does not count against the retry budget while it gets further than before."""
+    seeded("logs", 6000)
+    proxy = fault_proxy(os_url)
+    drops = proxy.add(method="POST", path=r"_search", drop=True, every=9)
+    summary = run_job({
+        "job_name": "extract", "runtime": {"retry": FAST_RETRY, "batch_size": 100},
+        "source": {"type": "opensearch", "hosts": [proxy.url], "index": "logs", "pagination": "scroll",
+                   "page_size": 100, "slices": 2},
+        "destination": {"type": "jsonl", "path": "out"},
+    })
+    assert summary.status == "succeeded", summary.error
+    records = read_jsonl("out")
+    assert len(records) == 6000 and len({r["_id"] for r in records}) == 6000
+    assert summary.retries == drops.fired >= 3  # every drop happened and was absorbed

@@ -36,7 +36,9 @@ class Fault:
     delay_s: float = 0.0
     rewrite: Rewrite | None = None  # forward, then change the response
     times: int = 1
+    every: int = 0  # > 0: fire on every ``every``-th matching request, without limit (``times`` unused)
     fired: int = 0
+    matched: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and re.search(self.path, path) is not None
@@ -150,7 +152,11 @@ class FaultProxy:
     def _take(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.fired < fault.times and fault.matches(method, path):
+                if not fault.matches(method, path):
+                    continue
+                fault.matched += 1
+                due = fault.matched % fault.every == 0 if fault.every else fault.fired < fault.times
+                if due:
                     fault.fired += 1
                     return fault
         return None

@@ -34,6 +34,7 @@ from .errors import AccessDenied, IndexNotFound, ScrollShrank, SearchContextMiss
 # Pages resumed past (already delivered) are trimmed to their ids, which saves transferring _source.
 HITS: str | None = None
 SKIP = "_scroll_id,hits.hits._id"
+SKIP_PAGE = 10_000  # hits per page of a reopened scroll (the most a search page may hold by default)
 
 
 class EsSource(Source):
@@ -167,19 +168,30 @@ class EsSource(Source):
 
     # -- scroll -------------------------------------------------------------------------------
     def _read_scroll(self, partition: Partition, checkpoint: Any) -> Iterator[Batch]:
+        """Scroll the slice; after a transient failure, reopen it after the hits delivered.
+
+        The retry budget counts failures that got no further than the attempt before: re-paging
+        through hits already delivered is progress too, so a long slice survives drops that come
+        more often than a budget's worth per slice, as long as each attempt gets further.
+        """
         delivered = int((checkpoint or {}).get("skip", 0))
         policy = self.ctx.retry
         failures = 0
+        furthest = delivered
         while True:
+            reached = [delivered]  # the position this attempt's pages reached, delivered or skipped
             try:
-                for batch in self._scroll_once(partition, delivered):
+                for batch in self._scroll_once(partition, delivered, reached):
                     delivered = batch.checkpoint["skip"]
-                    failures = 0
                     yield batch
                 return
             except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if reached[0] > furthest:
+                    furthest, failures = reached[0], 0
                 failures += 1
-                if not is_transient(exc) or failures >= policy.attempts:
+                if failures >= policy.attempts:
                     raise
                 self.ctx.metrics.add("retries")
                 wait = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (failures - 1))
@@ -187,17 +199,24 @@ class EsSource(Source):
                                  delivered=delivered, error=str(exc))
                 time.sleep(random.uniform(0, wait))
 
-    def _scroll_once(self, partition: Partition, skip: int) -> Iterator[Batch]:
-        """One scroll from the start of the slice, dropping the first ``skip`` hits."""
+    def _scroll_once(self, partition: Partition, skip: int, reached: list[int]) -> Iterator[Batch]:
+        """One scroll from the start of the slice, dropping the first ``skip`` hits.
+
+        A reopened scroll pages in large pages (ids only while they hold delivered hits), so getting
+        back to ``skip`` takes a few requests rather than one per batch; pages are handed on in
+        batches of the usual size.
+        """
         cluster, dialect, keep_alive = self.cluster, self.cluster.dialect, self.config.keep_alive
+        size = self.size if skip == 0 else max(self.size, min(SKIP_PAGE, skip))
         body = self._body(partition)
+        body["size"] = size
         body["sort"] = ["_doc"]
         del body["track_total_hits"]  # scroll refuses to disable it
         doing = f"scrolling {partition.key} of {','.join(self.config.index)}"
         position = 0
         scroll_id: str | None = None
         try:
-            filter_path = SKIP if skip >= self.size else HITS
+            filter_path = SKIP if skip >= size else HITS
             page = cluster.call(lambda: dialect.search(cluster.client, body, index=self.config.index,
                                                        filter_path=filter_path, scroll=keep_alive), doing)
             while True:
@@ -205,17 +224,22 @@ class EsSource(Source):
                 hits = (page.get("hits") or {}).get("hits") or []
                 start = position
                 position += len(hits)
+                reached[0] = max(reached[0], position)
                 if position > skip:
-                    records = self._records(hits[skip - start:] if start < skip else hits)
-                    yield Batch(records, checkpoint={"skip": position})
-                if len(hits) < self.size:  # the last page
+                    fresh = hits[skip - start:] if start < skip else hits
+                    done = max(start, skip)
+                    for at in range(0, len(fresh), self.size):
+                        chunk = fresh[at:at + self.size]
+                        done += len(chunk)
+                        yield Batch(self._records(chunk), checkpoint={"skip": done})
+                if len(hits) < size:  # the last page
                     if position < skip:  # permanent: retrying cannot bring the documents back
                         raise ScrollShrank(
                             f"{cluster.product} at {cluster.where}: {partition.key} now matches {position} "
                             f"documents, fewer than the {skip} already delivered; the index changed, "
                             "run again without --resume")
                     return
-                filter_path = SKIP if skip - position >= self.size else HITS
+                filter_path = SKIP if skip - position >= size else HITS
                 sid = scroll_id
                 page = cluster.call(lambda s=sid, f=filter_path: dialect.scroll(cluster.client, s, keep_alive, f),
                                     doing)
