@@ -49,6 +49,32 @@ def test_credentials_in_the_url_are_not_shown(fault_proxy: Any) -> None:
     assert f"http://127.0.0.1:{port}" in summary.error and PASSWORD not in summary.error
 
 
+@pytest.mark.parametrize("password", ["hunter2@Tail-Of-Secret", "a:b@c/d%e", "Pässwört@密码"])
+def test_a_password_with_at_signs_in_a_host_url_never_shows_on_any_output(tmp_path: Any, monkeypatch: Any,
+                                                                         password: str) -> None:
+    """The CLI's stdout, stderr and summary file, with the secret resolved into the URL."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import orjson
+
+    port = free_port()
+    job = source_job("http://elastic:{{ secret('ES_PW') }}@127.0.0.1:" + str(port))
+    (tmp_path / "job.json").write_bytes(orjson.dumps(job))
+    sluice = str(Path(sys.executable).with_name("sluice"))
+    result = subprocess.run([sluice, "run", str(tmp_path / "job.json"), "--summary-json", str(tmp_path / "s.json")],
+                            capture_output=True, text=True, env={**__import__("os").environ, "ES_PW": password},
+                            cwd=tmp_path)
+    assert result.returncode == 1
+    shown = result.stdout + result.stderr + (tmp_path / "s.json").read_text()
+    assert f"127.0.0.1:{port}" in shown or not password.isascii()  # the client cannot send a non-ASCII one
+    pieces = {password, *password.replace("/", "@").replace(":", "@").replace("%", "@").split("@")}
+    for piece in pieces:
+        if len(piece) >= 3:
+            assert piece not in shown, piece
+
+
 @pytest.mark.parametrize("flavor", [{}, {"flavor": "elasticsearch"}, {"flavor": "opensearch"}],
                          ids=["detected", "elasticsearch", "opensearch"])
 @pytest.mark.parametrize("make_job", [source_job, sink_job], ids=["source", "sink"])

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sluice.retry import is_transient, retry_call
 from sluice.secrets import remember
+from sluice.urls import redact_url, remember_credentials
 
 from .config import ConnectionConfig
 from .dialect import Dialect, ElasticsearchDialect, OpenSearchDialect, es_node_class
-from .errors import RequestRejected, SearchContextMissing, redact_url, translate
+from .errors import RequestRejected, SearchContextMissing, translate
 
 if TYPE_CHECKING:
     from sluice.context import RunContext
@@ -94,11 +95,10 @@ def _is_opensearch(info: dict[str, Any]) -> bool:
 def connect(config: ConnectionConfig, ctx: RunContext) -> Cluster:
     """Connect, detect or check the flavour with ``GET /``, and return the ready cluster."""
     hosts = list(config.hosts)
+    for host in hosts:  # credentials inside a URL are secrets too: masked before anything prints
+        remember_credentials(host)
     where = ", ".join(redact_url(h) for h in hosts)
     headers = auth_headers(config)
-    for host in hosts:  # credentials inside a URL are secrets too
-        if "@" in host.split("//", 1)[-1].split("/", 1)[0]:
-            remember(host.split("//", 1)[-1].split("@", 1)[0].split(":", 1)[-1])
     options = {
         "timeout": config.request_timeout_s, "pool": max(10, ctx.runtime.max_workers * 2 + 2),
         "compress": config.http_compress, "verify_certs": config.verify_certs, "ca_certs": config.ca_certs,

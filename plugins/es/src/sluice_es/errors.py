@@ -58,11 +58,6 @@ class AliasSwapRefused(PermanentError):
     the index they built, or the index to publish is gone. The message says what to do."""
 
 
-def redact_url(url: str) -> str:
-    """A host URL without ``user:password@``, fit for messages."""
-    return re.sub(r"//[^/@]*@", "//", url)
-
-
 def status_of(exc: BaseException) -> int | None:
     """HTTP status of a client error (elasticsearch or opensearch-py), or None for network errors."""
     meta = getattr(exc, "meta", None)
