@@ -147,3 +147,29 @@ def test_a_truncated_zstd_file_fails_instead_of_reading_short(tmp_path: Path) ->
                        "source": {"type": "jsonl", "path": str(path)},
                        "destination": {"type": "jsonl", "path": "out"}})
     assert summary.status == "failed" and "truncated" in summary.error
+
+
+def test_a_line_that_is_not_utf8_is_dead_lettered_with_its_exact_bytes(tmp_path: Path) -> None:
+    import base64
+
+    raw = b'{"n": 1}\n{"n": "caf\xe9 latin-1"}\n{"n": 3}\n'
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/a.jsonl").write_bytes(raw)
+    summary = run_job({"job_name": "latin1", "runtime": {"error_rate_threshold": 1},
+                       "source": {"type": "jsonl", "path": str(tmp_path / "in")},
+                       "destination": {"type": "jsonl", "path": "out"},
+                       "dead_letter": {"type": "jsonl", "path": "dead"}})
+    assert summary.written == 2 and summary.dead_lettered == {"source": 1}
+    [dead] = read_jsonl("dead")
+    assert dead["context"]["encoding"] == "base64" and dead["error_type"] == "NotUTF8"
+    assert base64.b64decode(dead["record"]) == b'{"n": "caf\xe9 latin-1"}'  # replayable byte for byte
+    assert dead["reason"].startswith("line 2: not UTF-8")
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_not_part_of_line_1(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/bom.jsonl").write_bytes(b'\xef\xbb\xbf{"n": 1}\n{"n": 2}\n')
+    summary = run_job({"job_name": "bom", "source": {"type": "jsonl", "path": str(tmp_path / "in")},
+                       "destination": {"type": "jsonl", "path": "out"}})
+    assert summary.status == "succeeded" and summary.dead_lettered == {}
+    assert read_jsonl("out") == [{"n": 1}, {"n": 2}]

@@ -6,6 +6,7 @@ A line that is not a JSON object becomes a dead letter carrying the raw text and
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -14,6 +15,7 @@ import orjson
 from .records import DeadLetter, Record
 
 CHUNK = 1 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 def iter_lines(stream: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -24,10 +26,14 @@ def iter_lines(stream: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """
     tail = b""
     read = getattr(stream, "read1", None) or stream.read
+    first = True
     while True:
         chunk = read(chunk_size)
         if not chunk:
             break
+        if first:
+            first = False
+            chunk = chunk.removeprefix(BOM)  # a UTF-8 byte-order mark is not part of the first line
         parts = (tail + chunk).split(b"\n")
         tail = parts.pop()
         yield from parts
@@ -77,12 +83,17 @@ def parse_batches(
 
 
 def _bad_line(line: bytes, reason: str, error_type: str, where: dict[str, Any], n: int) -> DeadLetter:
-    return DeadLetter(
-        record=line.decode("utf-8", errors="replace"),
-        reason=f"line {n}: {reason}",
-        error_type=error_type,
-        context={**where, "line": n},
-    )
+    """A line that is not a JSON object, kept exactly: its text, or (not UTF-8) its bytes in base64
+    with ``context.encoding: base64``, so a replay after a fix gets exactly what was read."""
+    context = {**where, "line": n}
+    try:
+        record: str = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        record = base64.b64encode(line).decode("ascii")
+        context["encoding"] = "base64"
+        reason = f"not UTF-8 (byte {exc.start + 1}: {line[exc.start:exc.start + 1]!r})"
+        error_type = "NotUTF8"
+    return DeadLetter(record=record, reason=f"line {n}: {reason}", error_type=error_type, context=context)
 
 
 def dumps_lines(records: Iterable[Record]) -> bytes:
