@@ -55,3 +55,31 @@ def test_a_stopped_sliced_extraction_resumes_and_delivers_every_document_once(
     assert set(ids) == {d["_id"] for d in loaded}
     assert max(ids.values()) == 1, "every document exactly once"
     assert first.written + second.written == 600
+
+
+@pytest.mark.parametrize("pagination", ["pit", "scroll"])
+def test_resume_refuses_a_changed_slice_count_instead_of_reading_documents_twice(
+        os_url: str, seeded: Any, fault_proxy: Any, pagination: str) -> None:
+    seeded("logs", 600)
+    proxy = fault_proxy(os_url)
+    state = {"pages": 0}
+
+    def fail_the_fifth_page(status: int, headers: dict, request: bytes, body: bytes) -> tuple[int, dict, bytes]:
+        state["pages"] += 1
+        if state["pages"] == 5:
+            return 500, headers, b'{"error":{"type":"node_disconnected_exception","reason":"gone"},"status":500}'
+        return status, headers, body
+
+    proxy.add(method="POST", path=r"/_search(\?|/scroll|$)", rewrite=fail_the_fifth_page, times=10_000)
+    first = run_job(job(proxy.url, pagination))
+    assert first.status == "failed" and 0 < first.written < 600
+    before = sorted(p.name for p in __import__("pathlib").Path("out").iterdir())
+    changed = job(os_url, pagination)
+    changed["source"]["slices"] = 2
+    second = run_job(changed, resume=True)
+    assert second.status == "failed" and second.read == 0
+    assert "the source's partitioning changed since the checkpoints were saved" in second.error
+    assert "partitions no longer there: slice-0-of-3, slice-1-of-3, slice-2-of-3" in second.error
+    assert sorted(p.name for p in __import__("pathlib").Path("out").iterdir()) == before  # nothing touched
+    again = run_job(changed)  # without --resume: the interval starts over, exactly once
+    assert again.status == "succeeded" and len({r["_id"] for r in read_jsonl("out")}) == len(read_jsonl("out")) == 600

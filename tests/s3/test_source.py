@@ -182,3 +182,20 @@ def test_resume_refuses_a_checkpoint_outside_the_partition_range(s3: Any, bucket
     (p,) = src.partitions()
     with pytest.raises(PermanentError, match="outside its key range now: the listing changed"):
         list(src.read(p, {"key": "in/c.jsonl", "line": 1}))
+
+
+def test_resume_refuses_a_changed_keys_per_partition(s3: Any, bucket: str, moto_url: str, fault_proxy: Any) -> None:
+    for i in range(30):
+        put_records(s3, f"in/f{i:02d}.jsonl.gz", [{"f": i, "n": j} for j in range(40)], "gzip")
+    proxy = fault_proxy(moto_url)
+    proxy.add(method="GET", path=r"/in/f(1[2-9]|2\d)\.jsonl\.gz", status=500, times=10_000)
+    cfg = job(proxy.url, keys_per_partition=10, max_attempts=1,
+              runtime={"max_workers": 1, "retry": {"attempts": 2, "initial_backoff_s": 0.01, "max_backoff_s": 0.01}})
+    first = run_job(cfg)
+    assert first.status == "failed" and 0 < first.written < 1200
+    proxy.clear()
+    cfg["source"]["keys_per_partition"] = 7  # the same keys-0000N names now cover other key ranges
+    second = run_job(cfg, resume=True)
+    assert second.status == "failed" and second.read == 0
+    assert "partitioning changed" in second.error and "partitions that now mean other work: keys-00000" \
+        in second.error

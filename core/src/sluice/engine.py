@@ -21,7 +21,7 @@ from .chain import Chain
 from .components import CheckpointStore, Component, Sink, SinkRun, Source
 from .config import Job
 from .context import RunContext
-from .errors import PermanentError, describe_error
+from .errors import ConfigError, PermanentError, describe_error
 from .metrics import Metrics, PartitionFailure, RunSummary
 from .partition import Ledger, PartitionRun, Pipeline, Slots, end_marker
 from .pool import apply_in_worker, start_pool
@@ -203,6 +203,8 @@ class Engine:
             partitions = [p for p in partitions if p.key in self.only]
         self.partitions_total = len(partitions)
         self.keys = [p.key for p in partitions]
+        if states:
+            self._check_partitioning(partitions, states)
         for p in partitions:
             state = states.get(p.key)
             if state and state.get("done"):
@@ -216,6 +218,24 @@ class Engine:
         if self.resume:
             self.log.info("resuming", partitions=len(partitions), done=self.partitions_done, todo=len(plan))
         return plan
+
+    def _check_partitioning(self, partitions: list[Partition], states: dict[str, dict[str, Any]]) -> None:
+        """Refuse to resume when the checkpoints were saved for another partitioning: resuming the
+        new partitions from old positions would read records twice or miss them."""
+        current = {p.key: p for p in partitions}
+        gone = sorted(k for k in states if k not in current and k != RUN_PARTITION)
+        changed = sorted(k for k, state in states.items() if k in current and state.get("spec") is not None
+                         and state["spec"] != current[k].fingerprint)
+        if gone or changed:
+            detail = "; ".join(filter(None, [
+                f"partitions no longer there: {', '.join(gone[:5])}" if gone else "",
+                f"partitions that now mean other work: {', '.join(changed[:5])}" if changed else "",
+                f"partitions now: {', '.join(list(current)[:5])}{' ...' if len(current) > 5 else ''}",
+            ]))
+            raise ConfigError(f"job {self.job.name!r}: --resume: the source's partitioning changed since the "
+                              f"checkpoints were saved ({detail}); resuming would read records twice or miss "
+                              "them: run again without --resume to start the interval over, or restore the "
+                              "settings that decide the partitioning")
 
     def _run_partitions(self) -> list[PartitionFailure]:
         plan = self._plan()

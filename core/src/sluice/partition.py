@@ -287,7 +287,7 @@ class Pipeline:
 
     def _save(self, pr: PartitionRun, seq: int, position: Any, done: bool) -> None:
         e = self.e
-        state = {"seq": seq, "position": position, "done": done}
+        state = {"seq": seq, "position": position, "done": done, "spec": pr.partition.fingerprint}
         e.retry(lambda: e.checkpoints.save(e.job.name, e.job.run_id, pr.key, state))
         pr.ledger.saved = (seq, position)
 

@@ -63,6 +63,16 @@ class Partition:
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "spec": self.spec}
 
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of ``spec``: saved with the partition's checkpoint, so a resume can tell
+        that the partition still means the same work (same slice count, same key range...)."""
+        import hashlib
+
+        import orjson
+
+        return hashlib.sha1(orjson.dumps(self.spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Partition:
         return cls(key=data["key"], spec=dict(data.get("spec") or {}))

@@ -68,6 +68,16 @@ class SourceContract:
         for p in first:
             assert Partition.from_dict(orjson.loads(orjson.dumps(p.to_dict()))) == p
 
+    def test_a_fresh_instance_plans_the_same_partitions(self, source: Source, source_block: dict[str, Any]) -> None:
+        """A resume compares each partition's fingerprint (a hash of its spec) with the one saved at
+        its checkpoint: the spec must say what the partition reads, the same way every time."""
+        other = build("source", source_block, make_context(batch_size=self.batch_size))
+        try:
+            assert [(p.key, p.fingerprint) for p in other.partitions()] == \
+                [(p.key, p.fingerprint) for p in source.partitions()]
+        finally:
+            other.close()
+
     def test_reads_every_record_in_bounded_batches(self, source: Source, expected_records: int) -> None:
         total = 0
         for p in source.partitions():
