@@ -1,4 +1,4 @@
-# make install | make test | make demo | make bench | make lint
+# make install | make test | make demo | make bench | make soak | make lint
 # Everything runs in .venv, created on first use; one pip call installs every package editable.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e
 SOURCES  := core/pyproject.toml plugins/es/pyproject.toml plugins/s3/pyproject.toml \
             plugins/transforms/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml examples/sink-plugin/pyproject.toml requirements-test.txt
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench soak lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install
 bench: install
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) -m bench $(BENCH_ARGS)
+
+soak: install
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check core plugins dags tests examples

@@ -271,3 +271,23 @@ def test_a_missing_secret_says_the_same_in_a_transform_process_as_in_the_run() -
     assert reasons[0] == reasons[1]
     [reason] = reasons[0]
     assert reason.startswith("TemplateError: stamp.value: secret 'SLUICE_TEST_NOPE' is not set"), reason
+
+
+def test_garbage_left_by_earlier_work_is_collected_not_frozen_by_a_run() -> None:
+    """A process that runs job after job (a soak, a service) must not keep each run's garbage."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    gc.disable()  # only the collections the engine asks for
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a reference cycle: only the cyclic collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        assert run_job(job()).status == "succeeded"
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -55,7 +55,9 @@ class Seen:
 class FaultProxy:
     """A threaded reverse proxy to ``upstream`` (``http://host:port``) with injectable faults."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, record: bool = True) -> None:
+        """``record=False`` keeps no list of requests (a long soak would grow it without end)."""
+        self.record = record
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
         self.faults: list[Fault] = []
@@ -162,6 +164,8 @@ class FaultProxy:
         return None
 
     def _record(self, method: str, path: str, status: int | None, fault: str | None) -> None:
+        if not self.record:
+            return
         with self._lock:
             self.seen.append(Seen(method, path, status, fault))
 

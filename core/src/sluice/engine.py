@@ -363,6 +363,7 @@ def _bulk_allocation_gc() -> Iterator[None]:
         _gc_users += 1
         if _gc_users == 1:
             _gc_saved = gc.get_threshold()
+            gc.collect()  # garbage of an earlier run in this process must not be frozen with the rest
             gc.freeze()  # objects from start-up (modules, models) are never scanned again
             gc.set_threshold(max(_gc_saved[0], 50_000), _gc_saved[1], _gc_saved[2])
     try:
