@@ -115,3 +115,13 @@ def test_secrets_are_secret_and_empty_ones_mean_the_default_chain() -> None:
     conn = S3Connection(access_key_id="AKIA", secret_access_key="very-secret", session_token="")
     assert "very-secret" not in repr(conn) and "very-secret" not in conn.model_dump_json()
     assert conn.session_token is None
+
+
+def test_credentials_written_into_the_endpoint_url_never_show() -> None:
+    from sluice import secrets
+    from sluice_s3.client import S3Connection, endpoint_label
+
+    conn = S3Connection(endpoint_url="http://minio:p@ss/w%rd@127.0.0.1:9000")
+    label = endpoint_label(conn)
+    assert label == "http://127.0.0.1:9000"
+    assert "p@ss" not in secrets.mask("error at http://minio:p@ss/w%rd@127.0.0.1:9000")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from sluice import ComponentConfig, ConfigError, PermanentError, SluiceError, TransientError
+from sluice.urls import redact_url, remember_credentials
 
 if TYPE_CHECKING:
     from sluice.metrics import Metrics
@@ -81,8 +82,11 @@ class S3Connection(ComponentConfig):
 
 
 def endpoint_label(conn: S3Connection) -> str:
-    """Where requests go, for error messages (never credentials)."""
-    return conn.endpoint_url or f"AWS S3 ({conn.region or 'default region'})"
+    """Where requests go, for error messages (never credentials, even written into the URL)."""
+    if conn.endpoint_url:
+        remember_credentials(conn.endpoint_url)
+        return redact_url(conn.endpoint_url)
+    return f"AWS S3 ({conn.region or 'default region'})"
 
 
 # One boto3 session per set of credentials in the process: a session caches the service model, so
