@@ -113,7 +113,7 @@ def test_validate_names_the_file_once(tmp_path: Path) -> None:
     result = sluice("validate", str(broken), str(nameless))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"{broken}: line 4, column 8: mapping values are not allowed here",
+        f"{broken}: line 4, column 8: mapping values are not allowed in this context",
         f"{nameless}: job_name: Field required",
         "2 of 2 job file(s) invalid",
     ]
@@ -232,3 +232,59 @@ def test_interval_flags() -> None:
     assert result.returncode == 2 and "--start and --end go together" in result.stderr
     result = sluice("run", "nofile.yaml", "--ds", "yesterday")
     assert result.returncode == 2 and "--ds 'yesterday' is not a date" in result.stderr
+
+
+def test_validate_reports_every_file_of_a_directory_and_exits_2(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job(jobs / "a_divides.yaml", "in/{{ 1/0 }}")
+    write_job(jobs / "b_range.yaml", "in/{{ range(10**9) }}")
+    write_job(jobs / "c_ok.yaml", "in/{{ ds }}")
+    write_job(jobs / "d_python.yaml", "in", extra="transform: {steps: [{type: python, callable: 'nosuchmod:f'}]}")
+    result = sluice("validate", str(jobs))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{jobs / 'a_divides.yaml'}: job 'cli_job': source.path: template 'in/{{{{ 1/0 }}}}': ZeroDivisionError: "
+        "division by zero",
+        f"{jobs / 'b_range.yaml'}: job 'cli_job': source.path: template 'in/{{{{ range(10**9) }}}}': OverflowError: "
+        "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).",
+        f"{jobs / 'd_python.yaml'}: job 'cli_job': transform.steps[0] (type: python): callable: Value error, cannot "
+        "import 'nosuchmod:f': ModuleNotFoundError: No module named 'nosuchmod'",
+        "3 of 4 job file(s) invalid",
+    ]
+    assert result.stdout == f"ok  {jobs / 'c_ok.yaml'}  (cli_job: jsonl → jsonl)\n"
+
+
+def test_validate_goes_on_past_a_plugins_bug(tmp_path: Path, sluice_registry: object) -> None:
+    from pydantic import model_validator
+
+    from sluice import ComponentConfig, RecordTransform, cli, hookimpl
+
+    class BuggyConfig(ComponentConfig):
+        @model_validator(mode="after")
+        def _bug(self) -> BuggyConfig:
+            raise RuntimeError("the plugin's own bug")
+
+    class Buggy(RecordTransform):
+        """A transform whose config validation has a bug."""
+
+        type = "buggy"
+        Config = BuggyConfig
+
+    class Plugin:
+        @hookimpl
+        def sluice_transforms(self) -> list[type]:
+            return [Buggy]
+
+    sluice_registry(Plugin())  # type: ignore[operator]
+    write_job(tmp_path / "a.yaml", "in", extra="transform: {steps: [{type: buggy}]}")
+    write_job(tmp_path / "b.yaml", "in")
+    errors: list[str] = []
+    out: list[str] = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cli, "_err", errors.append)
+        m.setattr(cli, "_out", out.append)
+        assert cli.main(["validate", str(tmp_path)]) == 2
+    assert errors == [f"{tmp_path / 'a.yaml'}: internal error while validating: RuntimeError: the plugin's own bug "
+                      "(run with --debug for the traceback)", "1 of 2 job file(s) invalid"]
+    assert out == [f"ok  {tmp_path / 'b.yaml'}  (cli_job: jsonl → jsonl)"]

@@ -103,7 +103,7 @@ def test_bad_yaml_names_the_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text("job_name: x\nsource:\n  type: counting\n   records: 3\n")
     [problem] = problems(path)
-    assert problem.startswith(f"{path}: line 4, column 11: mapping values are not allowed here")
+    assert problem.startswith(f"{path}: line 4, column 11: mapping values are not allowed in this context")
 
 
 def test_json_job_files_are_accepted(tmp_path: Path) -> None:
@@ -211,3 +211,74 @@ destination: {type: memory}
 """)
     job = load_job(path, secret_mode="placeholder")
     assert job.config.runtime.api_rate_per_sec == 20 and job.config.runtime.max_workers == 16
+
+
+# -- YAML: duplicate keys, bounds, the safe C loader ------------------------------------------------
+def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("job_name: dup\nsource: {type: counting}\ntransform:\n  steps: [{type: drop_every}]\n"
+                    "destination: {type: memory}\ntransform:\n  steps: []\n")
+    assert problems(path) == [f"{path}: line 6, column 1: duplicate key 'transform' (first on line 3); "
+                              "the second would silently replace the first"]
+
+
+def test_duplicate_keys_are_found_in_nested_blocks_and_json(tmp_path: Path) -> None:
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("job_name: dup\nsource:\n  type: counting\n  records: 3\n  records: 4\n")
+    assert problems(nested) == [f"{nested}: line 5, column 3: duplicate key 'records' (first on line 4); "
+                                "the second would silently replace the first"]
+    as_json = tmp_path / "job.json"
+    as_json.write_text('{"job_name": "a",\n "job_name": "b", "source": {"type": "counting"}}')
+    [found] = problems(as_json)
+    assert "duplicate key 'job_name' (first on line 1)" in found
+
+
+def test_keys_merged_from_an_alias_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("job_name: merged\nsource: &src {type: counting, records: 3}\n"
+                    "destination:\n  <<: {type: memory, name: a}\n  name: b\n")
+    assert load_job(path).destination.config.name == "b"
+
+
+def test_job_files_load_with_the_safe_c_loader_when_available() -> None:
+    import yaml
+
+    from sluice.config import JobLoader
+
+    assert issubclass(JobLoader, yaml.SafeLoader if not yaml.__with_libyaml__ else yaml.CSafeLoader)
+    assert issubclass(JobLoader, yaml.constructor.SafeConstructor)
+
+
+YAML_ATTACKS = {
+    "alias bomb": "\n".join(["job_name: bomb", "source:", "  type: counting",
+                             "  x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+                             *(f"  x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10))]),
+    "5 MB file": "job_name: big\nsource: {type: counting}\ndescription: |\n" + ("  " + "x" * 98 + "\n") * 50_000,
+    "200,000 values": "job_name: many\nsource: {type: counting}\ndescription: [" + ",".join(["1"] * 200_000) + "]\n",
+    "a recursive alias": "job_name: r\nsource: &a {type: counting, x: *a}\n",
+}
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("alias bomb", "line 8, column 7: this block holds more than 100000 values (each use of a YAML alias counted "
+                   "in full)"),
+    ("5 MB file", "the job file is larger than 1024 KiB"),
+    ("200,000 values", "line 3, column 14: this block holds more than 100000 values"),
+    ("a recursive alias", "line 2, column 9: an alias refers to itself"),
+])
+def test_yaml_that_would_expand_or_weigh_too_much_fails_fast_and_small(
+        tmp_path_factory: pytest.TempPathFactory, case: str, message: str) -> None:
+    from support.probe import probe
+
+    folder = tmp_path_factory.mktemp("yaml")
+    for name, text in YAML_ATTACKS.items():
+        (folder / f"{name}.yaml").write_text(text)
+    setup = """
+        from sluice.config import read_job_file
+        def run(path):
+            return read_job_file(path)
+    """
+    result = probe(setup, {case: str(folder / f"{case}.yaml")})[case]
+    assert result.outcome == "error" and result.message.startswith("ConfigError: "), result
+    assert message in result.message, result.message
+    assert result.seconds < 1.0 and result.peak_mb < 64, result

@@ -20,13 +20,15 @@ def test_dedup_by_keys_across_batches_of_the_run() -> None:
     step = build("transform", {"type": "dedup", "keys": ["id", "kind"]})
     first = step.apply(batch([{"id": 1, "kind": "a"}, {"id": 1, "kind": "b"}, {"id": 1, "kind": "a", "x": 2}]))
     second = step.apply(batch([{"id": 1, "kind": "b"}, {"id": 2, "kind": "a"}], partition="q"))
-    assert first.records == [{"id": 1, "kind": "a"}, {"id": 1, "kind": "b"}]
-    assert second.records == [{"id": 2, "kind": "a"}]
+    assert first.records == [] and second.records == [], "scope run holds records until the run ends"
+    assert step.flush("p") == []
+    assert step.flush(None) == [{"id": 1, "kind": "a"}, {"id": 1, "kind": "b"}, {"id": 2, "kind": "a"}]
+    assert step.flush(None) == [], "survivors are emitted once"
     assert step.state_scope() == "run" and type(step).stateless is False
 
 
 def test_dedup_without_keys_compares_whole_records_in_any_key_order() -> None:
-    step = build("transform", {"type": "dedup"})
+    step = build("transform", {"type": "dedup", "scope": "partition"})
     out = step.apply(batch([{"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": 1}]))
     assert out.records == [{"a": 1, "b": 2}, {"a": 1}]
 
@@ -43,7 +45,7 @@ def test_dedup_scope_partition_keeps_partitions_apart_and_frees_them() -> None:
 
 
 def test_dedup_window_is_bounded_lru() -> None:
-    step = build("transform", {"type": "dedup", "keys": ["id"], "window": {"max_entries": 2}})
+    step = build("transform", {"type": "dedup", "keys": ["id"], "scope": "partition", "window": {"max_entries": 2}})
     step.apply(batch([{"id": 1}, {"id": 2}, {"id": 3}]))  # 1 falls out of the window
     assert step.apply(batch([{"id": 1}, {"id": 3}])).records == [{"id": 1}]
 
@@ -51,7 +53,8 @@ def test_dedup_window_is_bounded_lru() -> None:
 def test_dedup_window_forgets_keys_after_ttl() -> None:
     import time
 
-    step = build("transform", {"type": "dedup", "keys": ["id"], "window": {"max_entries": 10, "ttl_s": 0.05}})
+    step = build("transform", {"type": "dedup", "keys": ["id"], "scope": "partition",
+                               "window": {"max_entries": 10, "ttl_s": 0.05}})
     assert step.apply(batch([{"id": 1}, {"id": 1}])).records == [{"id": 1}]
     time.sleep(0.08)
     assert step.apply(batch([{"id": 1}])).records == [{"id": 1}]
@@ -59,21 +62,19 @@ def test_dedup_window_forgets_keys_after_ttl() -> None:
 
 def test_dedup_is_exact_under_concurrent_partitions() -> None:
     step = build("transform", {"type": "dedup", "keys": ["id"]})
-    kept: list[int] = []
-    lock = threading.Lock()
 
     def work(p: str) -> None:
         for start in range(0, 2000, 100):
-            out = step.apply(batch([{"id": i} for i in range(start, start + 100)], p))
-            with lock:
-                kept.extend(r["id"] for r in out.records)
+            step.apply(batch([{"id": i, "p": p} for i in range(start, start + 100)], p, seq=start // 100))
 
     threads = [threading.Thread(target=work, args=(f"p{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(kept) == list(range(2000)), "each id kept exactly once across threads"
+    kept = step.flush(None)
+    assert [r["id"] for r in kept] == list(range(2000)), "each id kept exactly once across threads, in order"
+    assert {r["p"] for r in kept} == {"p0"}, "the copy of the first partition in key order survives"
 
 
 def test_dedup_rejects_a_bad_window() -> None:

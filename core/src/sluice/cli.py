@@ -299,6 +299,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 _err(_in_file(path, problem))
             continue
+        except Exception as exc:  # a plugin's bug while validating one file must not hide the others
+            if args.debug:
+                raise
+            bad += 1
+            _err(f"{path}: internal error while validating: {type(exc).__name__}: {exc} "
+                 "(run with --debug for the traceback)")
+            continue
         steps = " → ".join(s.type for s in job.steps)
         _out(f"ok  {path}  ({job.name}: {job.source.type} → {steps + ' → ' if steps else ''}{job.destination.type})")
     if bad:

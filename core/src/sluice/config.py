@@ -155,23 +155,105 @@ class Job:
         return self.config.job_name
 
 
+MAX_JOB_FILE_BYTES = 1 << 20
+"""Largest job file read (1 MiB): job files are configuration; data belongs in a source."""
+
+MAX_JOB_VALUES = 100_000
+"""Most values (scalars, lists and mappings) a job file may hold once its YAML aliases are
+expanded: ``&a [*b, *b, ...]`` chains (a "billion laughs") stop here, before they are built."""
+
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
+class _JobFileError(Exception):
+    """A problem the loader found at a line of the file."""
+
+    def __init__(self, line: int, column: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line, self.column, self.problem = line, column, problem
+
+
+class JobLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """YAML's safe loader (the C one when PyYAML has it), refusing duplicate keys and documents that
+    expand past ``MAX_JOB_VALUES`` values."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # keys from `<<: *defaults` may be overridden: that is what merging is for
+                key = self.construct_object(key_node)
+                first = seen.setdefault(key, key_node)
+                if first is not key_node:
+                    mark = key_node.start_mark
+                    raise _JobFileError(mark.line, mark.column,
+                                        f"duplicate key {key!r} (first on line {first.start_mark.line + 1}); "
+                                        "the second would silently replace the first")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (stops counting past the limit)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    if key in path:
+        raise _JobFileError(node.start_mark.line, node.start_mark.column, "an alias refers to itself")
+    path.add(key)
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, path)
+        if total > MAX_JOB_VALUES:  # raised by the innermost block over the limit: the line to look at
+            raise _JobFileError(node.start_mark.line, node.start_mark.column,
+                                f"this block holds more than {MAX_JOB_VALUES} values (each use of a YAML "
+                                "alias counted in full); a job file is configuration, not data")
+    path.discard(key)
+    sizes[key] = total
+    return total
+
+
 def read_job_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON job file; a syntax error names the file, line and column."""
+    """Parse a YAML or JSON job file; a problem names the file, line and column.
+
+    Duplicate keys are errors (naming both lines), and so are files over ``MAX_JOB_FILE_BYTES`` or
+    expanding past ``MAX_JOB_VALUES`` values: validation stays fast and small whatever the file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_JOB_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read job file: {exc.strerror or exc}") from None
+    if len(data) > MAX_JOB_FILE_BYTES:
+        raise ConfigError(f"{p}: the job file is larger than {MAX_JOB_FILE_BYTES // 1024} KiB; job files are "
+                          "configuration (put data in a source)")
     try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        parsed = yaml.load(text, Loader=JobLoader)  # a safe loader; YAML is a superset of JSON
+    except _JobFileError as exc:
+        raise ConfigError(f"{p}: line {exc.line + 1}, column {exc.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}: {at}{problem}") from None
-    if not isinstance(data, dict):
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot convert (an integer of 10,000 digits)
+        raise ConfigError(f"{p}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(parsed, dict):
         raise ConfigError(f"{p}: a job file must be a mapping with job_name, source, destination...")
-    return data
+    return parsed
 
 
 def load_job(

@@ -3,11 +3,18 @@
 Values are rendered after the YAML is parsed, so templates can never change the file's structure.
 Fields a component renders per record (``index: "logs-{{ record.app }}"``) are declared with
 ``late_template()`` and left alone at load time.
+
+What a template can read: the job variables, ``record`` (per record), ``secret(name)`` (masked in
+logs and errors) and single environment variables through ``env`` (``Environ``: never the whole
+environment, never a variable named like a credential, only ``SLUICE_ENV_ALLOW``'s when it is
+set). What it can do is bounded in time and memory (``sandbox.py``), and whatever it raises
+becomes a config error naming the field and the template (``template_error``).
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +23,13 @@ from typing import Any, ClassVar
 
 from jinja2 import StrictUndefined
 from jinja2 import TemplateError as JinjaError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from pydantic import BaseModel, Field
 
+from . import sandbox
 from .errors import TemplateError
+from .limits import LimitExceeded
+from .sandbox import BoundedEnvironment
 
 LATE_KEY = "x-sluice-template"
 
@@ -110,13 +119,101 @@ def template_vars(job_name: str, interval: Interval, run_id: str) -> dict[str, A
         "ts": start.isoformat(),
         "data_interval_start": start,
         "data_interval_end": end,
-        "env": Environ(os.environ),
+        "env": Environ.from_os(),
     }
 
 
-class Environ(dict[str, str]):
-    """The environment as templates see it (``env.TEAM``, ``env.get('TEAM', 'search')``): a plain
-    dict, of its own class so that a missing variable is reported as one."""
+ENV_ALLOW = "SLUICE_ENV_ALLOW"
+"""Comma-separated names or shell patterns (``TEAM,REGION_*``): when set, the only environment
+variables ``env`` lets templates read."""
+
+CREDENTIAL_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE",
+                    "CONNECTION_STRING", "DATABASE_URL", "COOKIE")
+CREDENTIAL_PARTS = frozenset({"AUTH", "DSN", "PASS", "PW", "SESSION", "SIG", "SIGNATURE"})
+CREDENTIAL_PREFIXES = ("AWS_", "AZURE_")
+
+
+def looks_like_credential(name: str) -> bool:
+    """Whether an environment variable's name suggests it holds a credential: it contains one of
+    ``CREDENTIAL_WORDS`` (``MY_DB_PASSWORD``, ``API_KEY``), has one of ``CREDENTIAL_PARTS`` between
+    underscores (``GITHUB_AUTH``, ``PG_DSN``) or starts with ``AWS_``/``AZURE_``."""
+    upper = name.upper()
+    return (any(word in upper for word in CREDENTIAL_WORDS) or upper.startswith(CREDENTIAL_PREFIXES)
+            or not CREDENTIAL_PARTS.isdisjoint(upper.split("_")))
+
+
+class Environ:
+    """The environment as templates see it: ``env.TEAM``, ``env['TEAM']``, ``env.get('TEAM', 'search')``.
+
+    Templates could otherwise copy any variable into output records, paths or requests, so:
+
+    - ``env`` as a whole cannot be rendered, listed or iterated: a template names each variable;
+    - a variable whose name looks like a credential (``looks_like_credential``) is refused, with a
+      message pointing at ``secret(name)``, which reads it and masks it in logs and errors;
+    - with ``SLUICE_ENV_ALLOW`` set, only the variables it names are readable.
+
+    Only the readable variables are kept here, so a copy sent to a process pool carries no secret.
+    """
+
+    __slots__ = ("_allow", "_values")
+
+    def __init__(self, values: dict[str, str], allow: tuple[str, ...] | None = None) -> None:
+        self._allow = allow
+        self._values = {k: v for k, v in values.items() if self._refusal(k) is None}
+
+    @classmethod
+    def from_os(cls) -> Environ:
+        """The process environment, narrowed by ``SLUICE_ENV_ALLOW`` when it is set."""
+        spec = os.environ.get(ENV_ALLOW)
+        allow = None if spec is None else tuple(p for p in spec.replace(",", " ").split() if p)
+        return cls(dict(os.environ), allow)
+
+    def _refusal(self, name: str) -> str | None:
+        """Why templates may not read ``name``, or None."""
+        if looks_like_credential(name):
+            return (f"environment variable {name} looks like a credential: templates read it with "
+                    f"secret({name!r}), which masks it in logs and errors; env never exposes it")
+        if self._allow is not None and not any(fnmatch.fnmatchcase(name, p) for p in self._allow):
+            return (f"environment variable {name} is not readable by templates: {ENV_ALLOW} allows only "
+                    f"{', '.join(self._allow) or 'none'}")
+        return None
+
+    def __getitem__(self, name: Any) -> str:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        refusal = self._refusal(name)
+        if refusal is not None:
+            raise TemplateError(refusal)
+        return self._values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The variable's value, or ``default`` when it is not set."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: Any) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def _whole(self, *_: Any) -> Any:
+        raise TemplateError("env cannot be rendered or listed as a whole: name one variable (env.TEAM, "
+                            "env.get('TEAM', 'default'))")
+
+    __str__ = __iter__ = __len__ = __format__ = _whole
+
+    def __repr__(self) -> str:
+        return "<env>"
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Environ, (self._values, self._allow)
 
 
 class Undefined(StrictUndefined):
@@ -140,10 +237,11 @@ class Undefined(StrictUndefined):
 
 
 def make_environment(resolve_secret: Callable[[str], str],
-                     extra_names: tuple[str, ...] = ("record",)) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment: no attribute escapes; an undefined name is an error that suggests
-    close ones among the globals and ``extra_names`` (variables given at render time)."""
-    env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+                     extra_names: tuple[str, ...] = ("record",)) -> BoundedEnvironment:
+    """A sandboxed, bounded environment (``sandbox.py``): no attribute escapes, no unbounded time or
+    memory; an undefined name is an error that suggests close ones among the globals and
+    ``extra_names`` (variables given at render time)."""
+    env = BoundedEnvironment(autoescape=False, keep_trailing_newline=True)
     env.globals["secret"] = resolve_secret
     env.undefined = type("Undefined", (Undefined,), {"__slots__": (), "scope": env.globals, "extra": extra_names})
     return env
@@ -151,6 +249,22 @@ def make_environment(resolve_secret: Callable[[str], str],
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
+
+
+def template_error(exc: BaseException, source: str, where: str) -> TemplateError:
+    """Any failure inside a template as a config error naming the field and the template.
+
+    Our own errors (a missing secret, a refused variable) say what is wrong first; anything else
+    raised while rendering (``1/0``, a limit, a recursion) is named with its class."""
+    at = f"{where}: " if where else ""
+    shown = source if len(source) <= 200 else source[:200] + "..."
+    if isinstance(exc, TemplateError):
+        return TemplateError(f"{at}{exc} (in template {shown!r})")
+    if isinstance(exc, LimitExceeded | JinjaError):
+        return TemplateError(f"{at}template {shown!r}: {exc}")
+    if isinstance(exc, MemoryError):
+        return TemplateError(f"{at}template {shown!r}: ran out of memory")
+    return TemplateError(f"{at}template {shown!r}: {type(exc).__name__}: {exc}")
 
 
 class Renderer:
@@ -167,11 +281,9 @@ class Renderer:
             if not is_template(value):
                 return value
             try:
-                return self.env.from_string(value).render(extra)
-            except TemplateError as exc:
-                raise TemplateError(f"{where}: {exc}" if where else str(exc)) from None
-            except JinjaError as exc:
-                raise TemplateError(f"{where}: template {value!r}: {exc}") from None
+                return sandbox.render(self.env.from_string(value), extra)
+            except Exception as exc:  # whatever a template raises is a problem of the job file
+                raise template_error(exc, value, where) from None
         if isinstance(value, dict):
             return {k: self.render(v, f"{where}.{k}" if where else str(k), **extra) for k, v in value.items()}
         if isinstance(value, list):
@@ -184,15 +296,13 @@ class Renderer:
             return lambda **_: source
         try:
             template = self.env.from_string(source)
-        except JinjaError as exc:
-            raise TemplateError(f"{where}: template {source!r}: {exc}") from None
+        except Exception as exc:
+            raise template_error(exc, source, where) from None
 
         def render(**extra: Any) -> str:
             try:
-                return template.render(extra)
-            except TemplateError as exc:  # raised inside the template (secret()): say where
-                raise TemplateError(f"{where}: {exc}" if where else str(exc)) from None
-            except JinjaError as exc:
-                raise TemplateError(f"{where}: template {source!r}: {exc}") from None
+                return sandbox.render(template, extra)
+            except Exception as exc:  # a record's template failed: the step dead-letters the record
+                raise template_error(exc, source, where) from None
 
         return render

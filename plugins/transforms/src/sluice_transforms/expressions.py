@@ -4,8 +4,10 @@ An expression is Python expression syntax, parsed once with ``ast.parse(mode="ev
 compiled into a tree of closures, so evaluating it per record costs a few function calls and no
 parsing. Only whitelisted node types compile: no ``eval``, no names but ``record``, the job
 variables and the functions of ``functions.FUNCTIONS``, no attribute starting with ``_``, no
-lambdas, comprehensions, f-strings or ``%`` formatting. Constant sub-expressions are folded at
-compile time, so ``9**9**9`` or ``'a' * 10**9`` fail at validation rather than per record.
+lambdas, comprehensions, f-strings or ``%`` formatting of text. Operators and methods that can
+build large values check the size first, with core's limits (``sluice.limits``, shared with job
+templates). Constant sub-expressions are folded at compile time, so ``9**9**9``, ``'a' * 10**9``
+or ``'%s' % record.app`` fail at validation rather than per record.
 
 Semantics users rely on:
 
@@ -27,8 +29,19 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
+from sluice.limits import (
+    MAX_SIZE,
+    LimitExceeded,
+    check_size,
+    check_text,
+    numeric_mod,
+    safe_add,
+    safe_mul,
+    safe_pow,
+    safe_replace,
+)
+
 from .functions import FUNCTIONS, METHODS
-from .limits import MAX_STRING_LENGTH, check_size, check_text, safe_add, safe_mod, safe_mul, safe_pow
 
 MAX_SOURCE_LENGTH = 10_000
 """Longest expression text accepted (deeply nested input would exhaust the parser)."""
@@ -63,7 +76,7 @@ class ExpressionError(ValueError):
 
 BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: safe_add, ast.Sub: operator.sub, ast.Mult: safe_mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: safe_mod, ast.Pow: safe_pow,
+    ast.FloorDiv: operator.floordiv, ast.Mod: numeric_mod, ast.Pow: safe_pow,
 }
 CMP_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
@@ -88,10 +101,9 @@ def _method(obj: Any, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
     allowed = METHODS.get(type(obj))
     if allowed is None or name not in allowed:
         raise TypeError(f"{type(obj).__name__} has no method {name!r} available in expressions")
-    result = getattr(obj, name)(*args, **kwargs)
-    if type(result) is str and len(result) > MAX_STRING_LENGTH:  # str.replace can multiply a string
-        raise ValueError(f"result longer than {MAX_STRING_LENGTH} characters")
-    return result
+    if name == "replace":  # the one method that can multiply a string: its size is checked first
+        return safe_replace(obj, *args, **kwargs)
+    return getattr(obj, name)(*args, **kwargs)
 
 
 class Expression:
@@ -167,6 +179,8 @@ class _Compiler:
         if parts and all(p.is_const for p in parts):
             try:
                 return _constant(compiled.fn(None, None))
+            except LimitExceeded as exc:
+                raise ExpressionError(str(exc), _col(node)) from None
             except Exception as exc:
                 raise ExpressionError(f"{type(exc).__name__}: {exc}", _col(node)) from None
         return compiled
@@ -174,7 +188,7 @@ class _Compiler:
     # leaves
     def _Constant(self, node: ast.Constant) -> _Node:
         if node.value is None or isinstance(node.value, bool | int | float | str):
-            if isinstance(node.value, str) and len(node.value) > MAX_STRING_LENGTH:
+            if isinstance(node.value, str) and len(node.value) > MAX_SIZE:
                 raise ExpressionError("string literal too long", _col(node))
             return _constant(node.value)
         raise ExpressionError(f"{type(node.value).__name__} literals are not allowed", _col(node))
@@ -218,6 +232,10 @@ class _Compiler:
         if op is None:
             raise ExpressionError(f"operator {type(node.op).__name__} is not allowed", _col(node))
         left, right = self.compile(node.left), self.compile(node.right)
+        if isinstance(node.op, ast.Mod) and left.is_const and isinstance(left.const, str):
+            # refused here, not per record: every record would be dead-lettered at run time
+            raise ExpressionError("'%' string formatting is not allowed in expressions; build text with + and "
+                                  "str(): 'app ' + str(record.app)", _col(node))
         lf, rf = left.fn, right.fn
         if op is operator.sub:
             return self._fold(node, _Node(lambda r, v: lf(r, v) - rf(r, v)), left, right)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .limits import MAX_STRING_LENGTH
+from sluice.limits import safe_join, safe_round
 
 
 def _str_or_none(fn: Callable[[str], Any]) -> Callable[[Any], Any]:
@@ -91,11 +91,15 @@ def length(value: Any) -> int | None:
 
 
 def join(values: Any, separator: str = ",") -> str:
-    """The items of a list joined as text."""
-    text = separator.join("" if v is None else str(v) for v in values)
-    if len(text) > MAX_STRING_LENGTH:
-        raise ValueError(f"join: result longer than {MAX_STRING_LENGTH} characters")
-    return text
+    """The items of a list joined as text (None as empty text); refused past the size limit."""
+    return safe_join(separator, values, convert=lambda v: "" if v is None else str(v))
+
+
+def total(values: Any, start: Any = 0) -> Any:
+    """``sum`` of numbers (adding lists or text item by item would take quadratic time)."""
+    if isinstance(start, bool) or not isinstance(start, int | float):
+        raise TypeError("sum adds numbers: start must be a number")
+    return sum(values, start)
 
 
 def _contains(haystack: Any, needle: Any) -> bool:
@@ -123,10 +127,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "str": str,
     "bool": bool,
     "abs": abs,
-    "round": round,
+    "round": safe_round,
     "min": min,
     "max": max,
-    "sum": sum,
+    "sum": total,
     "coalesce": coalesce,
     "get": get,
 }
