@@ -190,6 +190,97 @@ class Bench:
             self.record(f"ES→S3 + 3 steps, {label}", self.sluice(name, job, extra=extra), floor, None,
                         "the plain script (no transforms); slices=2; staged runs' time is wall time")
 
+    def http(self, latency_ms: float = 5.0, per_page: int = 100) -> None:
+        """The HTTP source and sink against a local API (its own process) that answers each request
+        after ``latency_ms``, four partitions (accounts, files), rate limit off. Floors: one httpx
+        client GETting page after page into a JSON Lines file, and POSTing the same files in JSON
+        arrays of the same size, one request after another."""
+        import subprocess
+
+        from .http_api import record
+
+        accounts = ["acme", "globex", "initech", "umbrella"]
+        records = self.docs // len(accounts)
+        api = subprocess.Popen([sys.executable, "-m", "bench.http_api", str(records), str(per_page), str(latency_ms)],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{api.stdout.readline().strip()}"  # type: ignore[union-attr]
+            floor = self.http_floor("http_source", ["--api", url, "--accounts", ",".join(accounts), "--per-page",
+                                                    str(per_page), "--out", str(self.tmp / "http-floor.jsonl")])
+            source = {"type": "http", "url": url + "/accounts/{{ partition.value }}/events", "records": "data",
+                      "partitions": {"values": accounts},
+                      "pagination": {"type": "page", "size_param": "per_page", "size": per_page}}
+            job = job_file(self.tmp, "http_source", source, {"type": "jsonl", "path": str(self.tmp / "http-out")},
+                           runtime={"max_workers": len(accounts)})
+            self.record(f"HTTP source, {latency_ms:g} ms/page, 4 partitions", self.sluice("http_source", job), floor,
+                        3.0, f"one httpx client, GET page after page ({per_page} records) → orjson → JSON Lines")
+            data = self.tmp / "http-in"
+            data.mkdir(exist_ok=True)
+            for account in accounts:
+                lines = b"".join(orjson.dumps(record(account, n)) + b"\n" for n in range(records))
+                (data / f"{account}.jsonl").write_bytes(lines)
+            floor = self.http_floor("http_sink", ["--api", url, "--per-page", str(per_page), "--data", str(data)])
+            job = job_file(self.tmp, "http_sink", {"type": "jsonl", "path": str(data)},
+                           {"type": "http", "url": url + "/ingest", "max_batch_records": per_page},
+                           runtime={"max_workers": len(accounts)})
+            self.record(f"HTTP sink, {latency_ms:g} ms/request, 4 partitions", self.sluice("http_sink", job), floor,
+                        None, f"one httpx client, POST the files' lines as JSON arrays of {per_page}, one by one")
+        finally:
+            api.terminate()
+            api.wait()
+
+    def http_floor(self, name: str, args: list[str]) -> dict[str, Any]:
+        runs = []
+        for _ in range(self.reps):
+            out = self.tmp / f"floor-{name}.json"
+            runs.append(run_process([sys.executable, "-m", "bench.floors", name, "--report", str(out), *args],
+                                    self.env, out))
+        return median(runs)
+
+    def postgres(self) -> None:
+        """S3 → PostgreSQL (append by COPY, exactly once) and PostgreSQL → S3 (two key ranges), each
+        beside a plain psycopg script; a real PostgreSQL 16 from pgserver, in its own processes."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+        import psycopg
+
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="sluice-bench-pg-"), cleanup_mode="delete")
+        uri = server.get_uri()
+        columns = ('"_id" text, "@timestamp" timestamptz, app text, host text, level text, message text, '
+                   'latency_ms integer, user_id text, tags jsonb, detail text')
+
+        def fresh(table: str) -> None:
+            with psycopg.connect(uri, autocommit=True) as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS sluice_checkpoints; "
+                             f"CREATE TABLE {table} ({columns})")
+
+        try:
+            args = ["--prefix", "src", "--pg", uri, "--table", "bench_floor"]
+            in_memory = self.floor("s3_to_pg", args, before=lambda rep: fresh("bench_floor"))
+            same_job = self.floor("s3_to_pg_read", args, before=lambda rep: fresh("bench_floor"))
+            job = job_file(self.tmp, "s3_to_pg", self.s3_block(f"s3://{BUCKET}/src"),
+                           {"type": "postgres", "dsn": uri, "table": "bench_load"},
+                           runtime={"batch_size": 10_000})  # one transaction (and WAL flush) per batch
+            load = self.sluice("s3_to_pg", job, before=lambda rep: fresh("bench_load"))
+            self.record("S3→Postgres", load, in_memory, 0.8,
+                        "COPY FROM STDIN of the same rows, already in memory, one transaction")
+            self.record("S3→Postgres, vs the same job", load, same_job, None,
+                        "list → get → gunzip → orjson → COPY FROM STDIN, sequential, one transaction")
+            with psycopg.connect(uri, autocommit=True) as conn:
+                conn.execute("ALTER TABLE bench_load ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+                conn.execute("VACUUM ANALYZE bench_load")
+            floor = self.floor("pg_to_s3", ["--pg", uri, "--table", "bench_load", "--prefix", "floor-pg2s3"])
+            job = job_file(self.tmp, "pg_to_s3", {"type": "postgres", "dsn": uri, "table": "bench_load",
+                                                  "partition_by": "seq", "partitions": 2},
+                           self.s3_block(f"s3://{BUCKET}/pg2s3"))
+            self.record("Postgres→S3 partitions=2", self.sluice("pg_to_s3", job), floor, 1.0,
+                        "COPY (SELECT to_json(row)) TO STDOUT → gzip → put_object, sequential")
+        finally:
+            server.cleanup()
+
     def memory(self) -> None:
         small = self.results["ES→S3 slices=1"]["sluice"]
         t0 = time.monotonic()
@@ -213,13 +304,16 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=100_000)
     p.add_argument("--big", type=int, default=500_000, help="docs for the memory run (0 to skip)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3 staged")
+    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3 staged http postgres")
     a = p.parse_args()
     bench = Bench(a.docs, a.reps, a.big)
     started = time.monotonic()
+    names = a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3", "staged", "http",
+                      "postgres"]
     try:
-        bench.start()
-        for name in a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3", "staged"]:
+        if names != ["http"]:  # the HTTP scenario starts its own API and needs neither server
+            bench.start()
+        for name in names:
             getattr(bench, name)()
         if a.big and "ES→S3 slices=1" in bench.results:
             bench.memory()
@@ -232,10 +326,16 @@ def main() -> None:
         "results": bench.results,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    # `--only http` and `--only postgres` keep the full run's record
+    stem = names[0] if names in (["http"], ["postgres"]) else "latest"
+    (RESULTS / f"{stem}.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     table = report.table(out)
-    (RESULTS / "latest.md").write_text(table)
-    report.chart(out, RESULTS / "latest.png")
+    if stem == "http":
+        table = table.replace("docs of ~1 KB", "API records of ~200 bytes").split("\nSeed targets")[0] + "\n"
+    if stem == "postgres":
+        table = table.split("\nSeed targets")[0] + "\n"
+    (RESULTS / f"{stem}.md").write_text(table)
+    report.chart(out, RESULTS / f"{stem}.png")
     print(table)
 
 

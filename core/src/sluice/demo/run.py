@@ -1,5 +1,6 @@
 """Runs the demo: start the servers, seed a week of events, run the example jobs through the real
-CLI (ES→S3, S3→ES), check that every summary reconciles, print where the output is, stop everything."""
+CLI (ES→S3, S3→ES, and ES→PostgreSQL when sluice-postgres and pgserver are installed), check that
+every summary reconciles, print where the output is, stop everything."""
 
 from __future__ import annotations
 
@@ -50,6 +51,26 @@ def _run_job(job: Path, start: str, end: str, out: Path, env: dict[str, str]) ->
     return summary
 
 
+def _postgres_installed() -> bool:
+    from ..registry import get_registry
+
+    return "postgres" in get_registry().types["sink"]
+
+
+def _show_postgres(pg: servers.Server, summary: dict[str, Any]) -> None:
+    """The ES→PostgreSQL job's counts, and a SELECT of what the table now holds."""
+    rows = servers.psql(pg, "SELECT count(*) FROM demo.web_events").split("\n")[2].strip()
+    if int(rows) != summary["written"]:
+        raise SluiceError(f"demo.web_events holds {rows} rows, but the job wrote {summary['written']:,}")
+    _say(f"  ES→PG  read {summary['read']:,}, written {summary['written']:,} into demo.web_events "
+         f"({summary['docs_per_s']:,.0f} docs/s), dead-lettered {summary['dead_lettered_total']:,} "
+         "(latencies the server could not take as integers)")
+    _say("\n$ psql -c \"SELECT service, count(*) ... FROM demo.web_events GROUP BY service\"")
+    _say(servers.psql(pg, "SELECT service, count(*) AS events, round(avg(latency_ms)) AS avg_latency_ms, "
+                          "min(ts)::date AS first_day, max(ts)::date AS last_day "
+                          "FROM demo.web_events GROUP BY service ORDER BY events DESC").rstrip())
+
+
 def main(out_dir: str = "out/demo", events: int = 50_000) -> int:
     """Run the whole demo; returns the exit code."""
     _check_plugins()
@@ -63,6 +84,9 @@ def main(out_dir: str = "out/demo", events: int = 50_000) -> int:
         s3 = servers.start_s3()
         started.append(s3)
         servers.create_bucket(s3.url, BUCKET)
+        pg = servers.start_postgres() if _postgres_installed() else None
+        if pg is not None:
+            started.append(pg)
         t0 = time.monotonic()
         servers.create_index(es.url, INDEX, data.MAPPINGS)
         n = servers.bulk_index(es.url, INDEX, data.events(events))
@@ -72,12 +96,15 @@ def main(out_dir: str = "out/demo", events: int = 50_000) -> int:
         env = {**os.environ, "SLUICE_DEMO_ES": es.url, "SLUICE_DEMO_S3": s3.url, "SLUICE_DEMO_OUT": str(out),
                "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
         env.pop("AWS_PROFILE", None)
+        if pg is not None:
+            env["SLUICE_DEMO_PG"] = pg.url
         start, end = data.interval()
         jobs = resources.files("sluice.demo") / "jobs"
         with resources.as_file(jobs) as job_dir:
             to_s3 = _run_job(job_dir / "es_to_s3_daily.yaml", start, end, out, env)
             to_es = _run_job(job_dir / "s3_to_es.yaml", start, end, out, env)
             export = _run_job(job_dir / "s3_to_local.yaml", start, end, out, env)
+            to_pg = _run_job(job_dir / "es_to_postgres.yaml", start, end, out, env) if pg is not None else None
         restored = servers.count(es.url, RESTORED)
         if restored != to_es["written"] or to_es["read"] != to_s3["written"]:
             raise SluiceError(f"round trip mismatch: {to_s3['written']:,} written to S3, {to_es['read']:,} read back, "
@@ -88,6 +115,10 @@ def main(out_dir: str = "out/demo", events: int = 50_000) -> int:
              f"({to_s3['docs_per_s']:,.0f} docs/s)")
         _say(f"  S3→ES  read {to_es['read']:,}, written {to_es['written']:,} into {RESTORED!r} "
              f"({to_es['docs_per_s']:,.0f} docs/s); the index now holds {restored:,} documents")
+        if pg is not None and to_pg is not None:
+            _show_postgres(pg, to_pg)
+        else:
+            _say("  ES→PostgreSQL skipped: pip install sluice-postgres pgserver to see it")
         keys = servers.list_keys(s3.url, BUCKET, "logs/")
         _say(f"\nThe lake: {len(keys)} objects under s3://{BUCKET}/logs/, one folder per event day, e.g.")
         for key in [k for k in keys if "/part-" in k][:3] + [k for k in keys if k.endswith("_SUCCESS")][:1]:

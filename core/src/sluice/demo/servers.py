@@ -155,3 +155,27 @@ def list_keys(s3_url: str, bucket: str, prefix: str = "") -> list[str]:
 
 def count(es_url: str, index: str) -> int:
     return int(http("GET", f"{es_url}/{index}/_count")["count"])
+
+
+def start_postgres() -> Server | None:
+    """PostgreSQL 16 from pgserver (its own processes, data in a temporary folder removed on stop);
+    None when pgserver is not installed (the demo then skips its Postgres job)."""
+    import tempfile
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError:
+        return None
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="sluice-demo-pg-"), cleanup_mode="delete")
+    return Server("postgres", server.get_uri(), None, [server.cleanup])
+
+
+def psql(server: Server, sql: str) -> str:
+    """``sql`` through the psql that pgserver ships (aligned table output), so core needs no client."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return subprocess.run([str(POSTGRES_BIN_PATH / "psql"), server.url, "-X", "-q", "-c", sql], check=True,
+                          capture_output=True, text=True, timeout=60).stdout

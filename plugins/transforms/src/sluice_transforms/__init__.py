@@ -1,4 +1,4 @@
-"""Sluice transforms plugin: record and batch transforms, safe expressions and HTTP enrichment."""
+"""Sluice transforms plugin: record and batch transforms and safe expressions."""
 
 from __future__ import annotations
 

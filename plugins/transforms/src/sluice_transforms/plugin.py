@@ -7,17 +7,15 @@ from sluice import hookimpl
 
 @hookimpl
 def sluice_transforms() -> list[type]:
-    """Every transform of this plugin; ``http_enrich`` imports httpx only when it opens."""
+    """Every transform of this plugin (``http_enrich`` lives in sluice-http)."""
     from .aggregate import Aggregate
     from .casting import Cast
     from .computed import Set
     from .dedup import Dedup
     from .filtering import Filter
-    from .http_enrich import HttpEnrich
     from .ordering import Sort
     from .reshape import Drop, Flatten, Rename, Select, Unflatten
     from .sampling import Sample
     from .user_code import Python
 
-    return [Filter, Rename, Select, Drop, Cast, Set, Flatten, Unflatten, Python, Dedup, Aggregate, Sort, Sample,
-            HttpEnrich]
+    return [Filter, Rename, Select, Drop, Cast, Set, Flatten, Unflatten, Python, Dedup, Aggregate, Sort, Sample]

@@ -1,9 +1,11 @@
-"""Fixtures for the transforms tests: a scriptable local HTTP API over real sockets.
+"""Fixtures for the HTTP tests: scriptable local HTTP APIs over real sockets.
 
 ``api`` is a ThreadingHTTPServer speaking HTTP/1.1 with keep-alive. By default ``GET /users/<id>``
 answers ``{"id": <id>, "country": ..., "tier": ...}`` and any other path echoes the request. Tests
-script faults with ``api.add(path_regex, status=..., times=..., headers=..., delay_s=...)``; every
-request is recorded with its arrival time and the client's port (the connection it came on).
+script faults with ``api.add(path_regex, status=..., times=..., headers=..., delay_s=...)`` and add
+endpoints with ``api.route(path_regex, handler)`` (``handler(seen) -> (status, headers, body)``);
+every request is recorded with its arrival time and the client's port (the connection it came on).
+``make_api()`` starts more servers (another origin, for redirects).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,6 +54,8 @@ class Api:
     def __init__(self) -> None:
         self.requests: list[Seen] = []
         self.rules: list[Rule] = []
+        self.routes: list[tuple[str, Callable[[Seen], tuple[int, dict[str, str], bytes]]]] = []
+        self.connections = 0
         self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
@@ -62,6 +66,11 @@ class Api:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with api.lock:
+                    api.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -105,6 +114,9 @@ class Api:
     def answer(self, seen: Seen, rule: Rule | None) -> tuple[int, dict[str, str], bytes, float]:
         if rule is not None:
             return rule.status, rule.headers, rule.body, rule.delay_s
+        route = next((fn for path, fn in self.routes if re.search(path, seen.path)), None)
+        if route is not None:
+            return (*route(seen), 0.0)
         json_type = {"content-type": "application/json"}
         m = re.fullmatch(r"/users/([^/]+)", seen.path)
         if m:
@@ -125,6 +137,11 @@ class Api:
         with self.lock:
             self.rules.append(Rule(path, status, times, headers or {}, delay_s, body))
 
+    def route(self, path: str, handler: Callable[[Seen], tuple[int, dict[str, str], bytes]]) -> None:
+        """Answer requests whose path matches ``path`` with ``handler(seen)`` (scripted faults come first)."""
+        with self.lock:
+            self.routes.append((path, handler))
+
     def hits(self, path: str = ".*") -> list[Seen]:
         """Requests whose path matches ``path``, in arrival order."""
         with self.lock:
@@ -141,3 +158,17 @@ def api() -> Iterator[Api]:
     server = Api()
     yield server
     server.close()
+
+
+@pytest.fixture
+def make_api() -> Iterator[Callable[[], Api]]:
+    """Start more APIs (each its own origin); all are closed after the test."""
+    servers: list[Api] = []
+
+    def make() -> Api:
+        servers.append(Api())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()

@@ -1,4 +1,4 @@
-"""Thread-safe rate limiting and in-flight bounds shared by every worker thread of one step."""
+"""Thread-safe rate limiting and in-flight bounds shared by every thread using one component."""
 
 from __future__ import annotations
 
