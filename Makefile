@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sluice-installed
-PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e ./plugins/http -e ./plugins/postgres -e './dags[airflow]' -e ./examples/plugin -e ./examples/sink-plugin
+PACKAGES := -e ./core -e ./plugins/es -e ./plugins/s3 -e ./plugins/transforms -e ./plugins/http -e ./plugins/postgres -e './plugins/formats[test]' -e ./plugins/metrics -e './dags[airflow]' -e ./examples/plugin -e ./examples/sink-plugin
 SOURCES  := core/pyproject.toml plugins/es/pyproject.toml plugins/s3/pyproject.toml \
-            plugins/transforms/pyproject.toml plugins/http/pyproject.toml plugins/postgres/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml examples/sink-plugin/pyproject.toml requirements-test.txt
+            plugins/transforms/pyproject.toml plugins/http/pyproject.toml plugins/postgres/pyproject.toml plugins/formats/pyproject.toml plugins/metrics/pyproject.toml dags/pyproject.toml examples/plugin/pyproject.toml examples/sink-plugin/pyproject.toml requirements-test.txt
 
 .PHONY: install test demo bench soak lint clean
 

@@ -281,6 +281,39 @@ class Bench:
         finally:
             server.cleanup()
 
+    def formats(self) -> None:
+        """sluice-formats: ES → S3 Parquet (two slices) and S3 Parquet → ES, each beside a pyarrow
+        floor, and what the same documents take as Parquet (zstd) and as gzip JSON Lines."""
+        floor = self.floor("es_to_s3_parquet", ["--index", "bench-src", "--prefix", "floor-pq"])
+        job = job_file(self.tmp, "es_to_s3_parquet", self.es_block("bench-src", slices=2, pagination="scroll"),
+                       self.s3_block(f"s3://{BUCKET}/pq", format="parquet"))
+        self.record("ES→S3 Parquet slices=2", self.sluice("es_to_s3_parquet", job), floor, 1.0,
+                    "scroll → records in memory → pq.write_table (zstd) → put_object")
+        jsonl = job_file(self.tmp, "es_to_s3_jsonl", self.es_block("bench-src", slices=2, pagination="scroll"),
+                         self.s3_block(f"s3://{BUCKET}/pq-jsonl"))
+        self.record("ES→S3 JSON Lines slices=2", self.sluice("es_to_s3_jsonl", jsonl), floor, None,
+                    "the same job writing gzip JSON Lines, beside the Parquet floor")
+        floor = self.floor("s3_parquet_to_es", ["--index", "bench-floor-pq", "--prefix", "pq"],
+                           before=lambda rep: self.drop_index("bench-floor-pq"))
+        job = job_file(self.tmp, "s3_parquet_to_es", self.s3_block(f"s3://{BUCKET}/pq", format="parquet"),
+                       self.es_block("bench-pq", batch_size=2000))
+        result = self.sluice("s3_parquet_to_es", job, before=lambda rep: self.drop_index("bench-pq"))
+        self.record("S3 Parquet→ES", result, floor, 1.0,
+                    "helpers.bulk of the same docs read from the Parquet objects, chunk 2,000")
+        self.sizes = {name: self.prefix_bytes(prefix) for name, prefix in
+                      (("Parquet (zstd)", "pq/"), ("gzip JSON Lines", "pq-jsonl/"))}
+        self.log("output size: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in self.sizes.items()))
+
+    def prefix_bytes(self, prefix: str) -> int:
+        """Bytes of the part files under ``prefix``."""
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.s3.url, region_name="us-east-1")
+        total = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            total += sum(o["Size"] for o in page.get("Contents") or () if "/part-" in o["Key"])
+        return total
+
     def memory(self) -> None:
         small = self.results["ES→S3 slices=1"]["sluice"]
         t0 = time.monotonic()
@@ -299,17 +332,26 @@ class Bench:
                  f"{big['max_rss_mb']:.0f} MB at {big['docs']:,} docs")
 
 
+def sizes_table(sizes: dict[str, int]) -> str:
+    """The output of the same documents in each format, against gzip JSON Lines."""
+    base = sizes.get("gzip JSON Lines")
+    rows = [f"| {name} | {size / 1e6:.1f} | {size / base:.2f}x |" for name, size in sizes.items() if base]
+    return "\n".join(["", "| output (same documents) | MB | vs gzip JSON Lines |", "|---|---:|---:|", *rows, ""]) \
+        if rows else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--docs", type=int, default=100_000)
     p.add_argument("--big", type=int, default=500_000, help="docs for the memory run (0 to skip)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", nargs="*", help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3 staged http postgres")
+    p.add_argument("--only", nargs="*",
+                   help="es_to_s3 es_to_s3_remote s3_to_es es_to_es s3_to_s3 staged http postgres formats")
     a = p.parse_args()
     bench = Bench(a.docs, a.reps, a.big)
     started = time.monotonic()
     names = a.only or ["es_to_s3", "es_to_s3_remote", "s3_to_es", "es_to_es", "s3_to_s3", "staged", "http",
-                      "postgres"]
+                      "postgres", "formats"]
     try:
         if names != ["http"]:  # the HTTP scenario starts its own API and needs neither server
             bench.start()
@@ -325,15 +367,19 @@ def main() -> None:
         "docs": a.docs, "reps": a.reps, "duration_s": round(time.monotonic() - started, 1),
         "results": bench.results,
     }
+    if getattr(bench, "sizes", None):
+        out["sizes"] = bench.sizes
     RESULTS.mkdir(exist_ok=True)
     # `--only http` and `--only postgres` keep the full run's record
-    stem = names[0] if names in (["http"], ["postgres"]) else "latest"
+    stem = names[0] if names in (["http"], ["postgres"], ["formats"]) else "latest"
     (RESULTS / f"{stem}.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     table = report.table(out)
     if stem == "http":
         table = table.replace("docs of ~1 KB", "API records of ~200 bytes").split("\nSeed targets")[0] + "\n"
     if stem == "postgres":
         table = table.split("\nSeed targets")[0] + "\n"
+    if stem == "formats":
+        table = table.split("\nSeed targets")[0] + "\n" + sizes_table(out.get("sizes") or {})
     (RESULTS / f"{stem}.md").write_text(table)
     report.chart(out, RESULTS / f"{stem}.png")
     print(table)

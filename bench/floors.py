@@ -221,10 +221,43 @@ def pg_to_s3(a: argparse.Namespace) -> tuple[int, float]:
     return n, time.monotonic() - t0
 
 
+def es_to_s3_parquet(a: argparse.Namespace) -> tuple[int, float]:
+    """scroll → the records in memory → pq.write_table (zstd) → put_object, one object, sequentially."""
+    t0 = time.monotonic()  # like Sluice's run time, the clock includes making the clients and loading pyarrow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    es, s3 = _os(a.es), _s3(a.s3)
+    records = [{"_id": h["_id"], **h["_source"]} for hits in _scroll(es, a.index) for h in hits]
+    out = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(records), out, compression="zstd")
+    s3.put_object(Bucket=a.bucket, Key=f"{a.prefix}/part-00000.parquet", Body=out.getvalue().to_pybytes())
+    return len(records), time.monotonic() - t0
+
+
+def s3_parquet_to_es(a: argparse.Namespace) -> tuple[int, float]:
+    """helpers.bulk of the same documents, read from the Parquet objects before the clock starts."""
+    import pyarrow.parquet as pq
+    from opensearchpy import helpers
+
+    es, s3 = _os(a.es), _s3(a.s3)
+    docs = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=a.bucket, Prefix=a.prefix + "/"):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".parquet"):
+                body = s3.get_object(Bucket=a.bucket, Key=obj["Key"])["Body"].read()
+                docs.extend(pq.read_table(io.BytesIO(body)).to_pylist())
+    actions = [{"_index": a.index, "_id": d.pop("_id"), "_source": d} for d in docs]
+    t0 = time.monotonic()
+    ok, _ = helpers.bulk(es, actions, chunk_size=2000, max_chunk_bytes=10 * 1024 * 1024)
+    return ok, time.monotonic() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("name", choices=["es_to_s3", "s3_to_es", "es_to_es", "s3_to_s3", "http_source", "http_sink",
-                                    "s3_to_pg", "s3_to_pg_read", "pg_to_s3"])
+                                    "s3_to_pg", "s3_to_pg_read", "pg_to_s3",
+                                    "es_to_s3_parquet", "s3_parquet_to_es"])
     p.add_argument("--es")
     p.add_argument("--s3")
     p.add_argument("--index")

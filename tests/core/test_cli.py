@@ -56,7 +56,7 @@ def test_a_failed_job_exits_1_with_one_clear_line_and_no_secret(tmp_path: Path) 
     job = write_job(tmp_path / "job.yaml", "/nonexistent/{{ secret('CLI_TOKEN') }}")
     result = sluice("run", str(job), env={"CLI_TOKEN": "tok-9f8e7d6c"})
     assert result.returncode == 1
-    assert "error: job 'cli_job' failed: jsonl source: no such file or directory: /nonexistent/***" in result.stderr
+    assert "error: job 'cli_job' failed: file source: no such file or directory: /nonexistent/***" in result.stderr
     assert "tok-9f8e7d6c" not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
@@ -128,7 +128,7 @@ def test_plugins_lists_installed_plugins_with_versions_and_types() -> None:
     result = sluice("plugins", "--json")
     assert result.returncode == 0, result.stdout
     plugins = {p["name"]: p for p in orjson.loads(result.stdout)["plugins"]}
-    assert plugins["sluice"]["types"]["source"] == ["jsonl"] and plugins["sluice"]["version"] == "0.1.0"
+    assert plugins["sluice"]["types"]["source"] == ["file"] and plugins["sluice"]["version"] == "0.1.0"
     assert plugins["sluice-example"]["types"] == {"transform": ["redact"]}
 
 
@@ -158,9 +158,9 @@ def test_a_failed_run_reports_its_error_once(tmp_path: Path) -> None:
     result = sluice("run", str(job))
     assert result.returncode == 1
     assert result.stderr.count("no such file or directory: /nonexistent") == 1
-    assert result.stderr.splitlines()[-1] == "error: job 'cli_job' failed: jsonl source: no such file or directory: " \
+    assert result.stderr.splitlines()[-1] == "error: job 'cli_job' failed: file source: no such file or directory: " \
                                              "/nonexistent"
-    assert orjson.loads(result.stdout)["error"] == "jsonl source: no such file or directory: /nonexistent"
+    assert orjson.loads(result.stdout)["error"] == "file source: no such file or directory: /nonexistent"
 
 
 def test_a_failed_partition_is_reported_once_and_listed_in_the_summary(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_schema_describes_every_component_and_validates_real_job_files(tmp_path:
     result = sluice("schema", "-o", str(tmp_path / "schema.json"))
     assert result.returncode == 0
     schema = orjson.loads((tmp_path / "schema.json").read_bytes())
-    assert "source.jsonl" in schema["$defs"] and "transform.redact" in schema["$defs"]
+    assert "source.file" in schema["$defs"] and "transform.redact" in schema["$defs"]
     jsonschema.validate(yaml.safe_load((ROOT / "examples/jobs/local_jsonl.yaml").read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"job_name": "x", "source": {"type": "jsonl", "path": "a", "nope": 1},

@@ -160,7 +160,7 @@ def test_unknown_type_names_the_place_the_known_types_and_a_close_match() -> Non
         registry.get("sink", "jsnl", "job 'daily': destination")
     message = str(info.value)
     assert message.startswith("job 'daily': destination: unknown sink type 'jsnl'.")
-    assert "Did you mean 'jsonl'?" in message and "Known sink types: jsonl." in message
+    assert "Did you mean 'jsonl'?" in message and "Known sink types: file, jsonl." in message
 
 
 def test_importing_sluice_and_plugin_entry_points_loads_no_client_library() -> None:

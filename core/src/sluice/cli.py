@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sluice {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           help="run, validate, plugins, schema or demo; `sluice COMMAND --help` for its arguments")
+                           help="run, validate, plugins, schema, runs or demo; `sluice COMMAND --help` for its "
+                                "arguments")
 
     run = sub.add_parser("run", help="run a job for one data interval",
                          description="Run a job for one data interval (default: yesterday, UTC). On a terminal: "
@@ -94,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
                      help=f"least severe log events shown: {', '.join(LOG_LEVELS)} (default: INFO)")
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="also write the run summary to this file")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus /metrics on this port while the run lasts (needs sluice-metrics)")
 
     val = sub.add_parser("validate", help="validate job files (every error is listed)",
                          description="Validate job files with the installed plugins, listing every error of "
@@ -109,6 +112,30 @@ def _parser() -> argparse.ArgumentParser:
                             description="JSON Schema of job files, every component block typed by its plugin "
                                         "(point an editor at it for completion and inline errors).")
     schema.add_argument("-o", "--output", type=Path, metavar="PATH", help="write it to this file instead of stdout")
+
+    # options every `runs` action takes; SUPPRESS keeps an action's parser from resetting them
+    history = argparse.ArgumentParser(add_help=False)
+    history.add_argument("--history", metavar="URL", default=argparse.SUPPRESS,
+                         help="the history store: a SQLite file or postgresql://... (default: $SLUICE_HISTORY, "
+                              "else .sluice/history.db)")
+    history.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    runs = sub.add_parser("runs", parents=[history], help="the run history: recent runs, one in detail, a job's last",
+                          description="Every run records itself in the history (.sluice/history.db, or "
+                                      "$SLUICE_HISTORY). Without an action: recent runs, the latest first.")
+    runs.add_argument("--job", metavar="JOB", default=argparse.SUPPRESS, help="only this job's runs")
+    runs.add_argument("--since", metavar="WHEN", help="runs finished since: 2024-01-31, an ISO timestamp, or 7d, 12h")
+    runs.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default: 50)")
+    actions = runs.add_subparsers(dest="action", metavar="ACTION", help="show RUN_ID, or last JOB")
+    show = actions.add_parser("show", parents=[history], help="one run: counts, partitions, dead letters, error",
+                              description="One run in detail (its latest attempt): counts, each partition with a "
+                                          "bar of its throughput, where the dead letters are, and the error.")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--job", metavar="JOB", default=argparse.SUPPRESS, help="the job, when run ids repeat")
+    show.add_argument("--attempt", type=int, metavar="N", help="an earlier attempt (default: the latest)")
+    last = actions.add_parser("last", parents=[history], help="a job's last run; exit 0 if it succeeded, else 1",
+                              description="The job's last run in one line; exit 0 if it succeeded, 1 if it failed "
+                                          "or none is recorded (for shell checks and cron).")
+    last.add_argument("last_job", metavar="JOB")
 
     demo = sub.add_parser("demo", help="run the example jobs on embedded OpenSearch and S3 servers",
                           description="Seed embedded OpenSearch and S3 servers and run the example jobs on them.")
@@ -169,6 +196,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = load_job(args.job, interval=_interval(args), run_id=args.run_id)
     if args.dry_run:
         return _dry_run(job)
+    from .observe import watch
+
+    watch(job, metrics_port=args.metrics_port)  # metrics while the run lasts, over every step of --staged
     if args.staged:
         if args.resume:
             raise ConfigError("--resume and --staged do not go together: a staged run re-runs its steps, "
@@ -366,6 +396,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         _out(text)
     return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import runs
+
+    where, as_json = getattr(args, "history", None), getattr(args, "json", False)
+    if args.action == "show":
+        out = runs.show(where, args.run_id, job=getattr(args, "job", None), attempt=args.attempt, as_json=as_json)
+    elif args.action == "last":
+        out = runs.last(where, args.last_job, as_json=as_json)
+    else:
+        out = runs.list_runs(where, job=getattr(args, "job", None), since=args.since, limit=args.limit,
+                             as_json=as_json)
+    if out.text is not None:
+        _out(out.text)
+    if out.items:
+        _print_rich(*out.items)
+    return out.code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

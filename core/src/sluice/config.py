@@ -106,6 +106,23 @@ class JobConfig(Strict):
         None, description="Where a staged run (Airflow, `sluice run --staged`) hands data between its steps: "
                           "s3://bucket/prefix or a local directory, or a block with uri, mode and options."
     )
+    metrics: dict[str, dict[str, Any] | None] | None = Field(
+        None, description="Metrics exporters for this job's runs, keyed by exporter type (prometheus, statsd: "
+                          "sluice-metrics), each block checked by its exporter; merged over $SLUICE_METRICS "
+                          "field by field, null turning one off. Not templated."
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_exporters(cls, value: dict[str, dict[str, Any] | None] | None) -> Any:
+        from pydantic_core import PydanticCustomError
+
+        from .exporting import validate_blocks
+
+        problems = validate_blocks(value)
+        if problems:
+            raise PydanticCustomError("metrics", "{problems}", {"problems": "; ".join(problems)})
+        return value
 
     @field_validator("source", "destination", "dead_letter", "checkpoints")
     @classmethod

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
+from . import observe
 from .chain import Chain
 from .components import CheckpointStore, Component, Sink, SinkRun, Source
 from .config import Job
@@ -72,6 +73,7 @@ class Engine:
 
     def _run(self) -> RunSummary:
         started = time.monotonic()
+        watch = observe.engine_started(self)  # live metrics while the run lasts (never raises)
         failures: list[PartitionFailure] = []
         error: str | None = None
         opened: list[Component] = []
@@ -97,6 +99,7 @@ class Engine:
         summary = self._summary(started, failures, error)
         self._finish(summary, opened, finished=not failures and error is None)
         summary.duration_s = time.monotonic() - started
+        watch.finished(summary)  # export the final numbers and record the run in the history (never raises)
         return summary
 
     def _open_all(self, components: list[Component], opened: list[Component]) -> None:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .config import Job
     from .connections import Connection
     from .context import RunContext
+    from .exporting import MetricsExporter
+    from .formats import Format
     from .staging import StagingStore
 
 PROJECT = "sluice"
@@ -40,6 +42,12 @@ def sluice_transforms() -> list[type[Transform]]:
 @hookspec
 def sluice_checkpoint_stores() -> list[type[CheckpointStore]]:
     """Checkpoint store classes this plugin provides (core ships ``local``)."""
+
+
+@hookspec
+def sluice_formats() -> list[type[Format]]:
+    """File format classes this plugin provides (core ships ``jsonl``; sluice-formats ``parquet``,
+    ``csv``, ``tsv``): the readers and writers behind ``format:`` of the file-based sources and sinks."""
 
 
 @hookspec(firstresult=True)
@@ -79,4 +87,13 @@ def sluice_staging_store(uri: str, options: dict[str, Any], job: Job, ctx: RunCo
     sluice-s3 serves ``s3://``; core's local-directory store answers last. ``options`` is the
     ``staging.options`` block (rendered); ``job`` lets a store borrow settings from the job's own
     components (the S3 store takes endpoint and credentials from the job's first S3 component).
+    """
+
+
+@hookspec
+def sluice_metrics_exporters() -> list[type[MetricsExporter]]:
+    """Metrics exporter classes this plugin provides (sluice-metrics: ``prometheus``, ``statsd``).
+
+    A job's ``metrics:`` block (or ``$SLUICE_METRICS``) names exporters by their ``type`` and is
+    validated with their ``Config``; see ``sluice.exporting.MetricsExporter`` for what core calls.
     """

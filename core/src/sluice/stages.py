@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from . import secrets
+from . import observe, secrets
 from .chain import Chain
 from .components import Sink, SinkRun
 from .config import ComponentSpec, Job, StagingConfig, load_job
@@ -276,14 +276,15 @@ class StagedRun:
         final_stage = plan["stages"][-1]
         data_run = SinkRun(tuple(sorted({k for m in manifests[final_stage].values() for k in m["partitions"]})),
                            tuple(m["reports"].get("destination", {}) for m in manifests[final_stage].values()))
-        # dead letters are kept and made findable whatever the verdict
-        self._sink("finalize: committing the", self.job.dead_letter, self.ctx.as_dead_letters(),
-                   lambda s: s.commit(dead_run))
-        if summary.status != "succeeded":
-            self._sink("finalize: aborting the", self.job.destination, self.ctx, lambda s: s.abort(data_run))
-            raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {summary.error}; the "
-                                         "destination was not committed"))
-        self._sink("finalize: committing the", self.job.destination, self.ctx, lambda s: s.commit(data_run))
+        with observe.finalizing(self, summary, plan, manifests):  # the run's history record and final metrics
+            # dead letters are kept and made findable whatever the verdict
+            self._sink("finalize: committing the", self.job.dead_letter, self.ctx.as_dead_letters(),
+                       lambda s: s.commit(dead_run))
+            if summary.status != "succeeded":
+                self._sink("finalize: aborting the", self.job.destination, self.ctx, lambda s: s.abort(data_run))
+                raise JobFailed(secrets.mask(f"job {self.job.name!r}, run {self.job.run_id}: {summary.error}; the "
+                                             "destination was not committed"))
+            self._sink("finalize: committing the", self.job.destination, self.ctx, lambda s: s.commit(data_run))
         report = {**summary.to_dict(), "interval": plan["interval"], "stages": {n: c for n, c in stages},
                   "destination": where(self.job.destination), "dead_letters": where(self.job.dead_letter)}
         for key in ("counters", "failures"):

@@ -1,1 +1,2 @@
-"""Components shipped with core: the local JSON Lines source and sink, and local checkpoints."""
+"""Components shipped with core: the local file source and sink (JSON Lines by
+default, ``jsonl`` as an alias), the ``jsonl`` format, and local checkpoints."""

@@ -15,16 +15,23 @@ if TYPE_CHECKING:
 
 @hookimpl
 def sluice_sources() -> list[type]:
-    from .jsonl import JsonlSource
+    from .files import FileSource
 
-    return [JsonlSource]
+    return [FileSource]
 
 
 @hookimpl
 def sluice_sinks() -> list[type]:
-    from .jsonl import JsonlSink
+    from .files import FileSink
 
-    return [JsonlSink]
+    return [FileSink]
+
+
+@hookimpl
+def sluice_formats() -> list[type]:
+    from .jsonl import JsonlFormat
+
+    return [JsonlFormat]
 
 
 @hookimpl

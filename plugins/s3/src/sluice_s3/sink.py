@@ -1,4 +1,5 @@
-"""The S3 sink (also the S3 dead-letter store): deterministic keys, rollover, multipart, manifest.
+"""The S3 sink (also the S3 dead-letter store): deterministic keys, rollover, multipart, manifest,
+in any format (JSON Lines by default; ``format: parquet``, ``csv``, ``tsv`` with sluice-formats).
 
 Keys come from the job, the data interval, the source partition and the engine's batch sequence
 (of the first batch in the file), never the clock: a re-run or a resumed run rewrites the same
@@ -11,25 +12,26 @@ in another process can prune partitions the run no longer has and write ``_manif
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import Field
 
-from sluice import Batch, DeadLetter, PermanentError, RunContext, Sink, SinkRun, SluiceError, WriteResult
+from sluice import Batch, ConfigError, DeadLetter, PermanentError, RunContext, Sink, SinkRun, SluiceError, WriteResult
 from sluice.codecs import EXTENSIONS, Compression, compressor, open_reader
-from sluice.lines import dumps_lines, iter_lines
+from sluice.formats import FormatOption, Rollover, check_compression
 from sluice.records import safe_key
 
 from .client import S3Connection, S3Uri, make_client, parse_uri
 from .layout import MISSING, Folders, KeyLayout, PartitionBy
 from .listing import objects_under
-from .reader import open_object
-from .upload import ObjectWriter, PartPool, Target
+from .reader import RangedObject, open_object
+from .upload import CONTENT_TYPES, ObjectWriter, PartPool, Target
 
 MiB = 1 << 20
-DATA_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/part-{partition}-{seq:05d}.jsonl"
-DEAD_LETTER_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/dead-letters-{partition}-{seq:05d}.jsonl"
+# the format's extension (.jsonl, .parquet...) and then the compression's (.gz, .zst) follow
+DATA_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/part-{partition}-{seq:05d}"
+DEAD_LETTER_KEY = "{prefix}/date={{ ds }}/run_id={{ run_id }}/dead-letters-{partition}-{seq:05d}"
 
 
 class S3SinkConfig(S3Connection):
@@ -39,11 +41,16 @@ class S3SinkConfig(S3Connection):
     key: str | None = Field(
         None, description="Key template. Jinja ({{ ds }}, {{ run_id }}...) is rendered once; {prefix}, "
                           "{partition}, {seq:05d} and {partition_by} are filled per file. Default: "
-                          "{prefix}/date={{ ds }}/run_id={{ run_id }}/part-{partition}-{seq:05d}.jsonl + "
-                          "the compression's extension (dead letters: dead-letters-… instead of part-…)."
+                          "{prefix}/date={{ ds }}/run_id={{ run_id }}/part-{partition}-{seq:05d} + the format's "
+                          "extension + the compression's (dead letters: dead-letters-… instead of part-…)."
     )
-    format: Literal["jsonl"] = Field("jsonl", description="Object format: JSON Lines.")
-    compression: Compression = Field("gzip", description="gzip (default), zstd or none.")
+    format: FormatOption = Field(
+        "jsonl", validate_default=True,
+        description="Object format: jsonl (JSON Lines, default), or parquet, csv, tsv with sluice-formats; a name "
+                    "or a block with the format's options (format: {type: parquet, compression: snappy})."
+    )
+    compression: Compression = Field("gzip", description="gzip (default), zstd or none; text formats only (Parquet "
+                                                         "compresses inside: set it in the format block).")
     compression_level: int | None = Field(None, description="gzip 1-9 (default 6), zstd 1-22 (default 3).")
     partition_by: PartitionBy | None = Field(None, description="Hive-style folders {name}={value} from a field.")
     max_records_per_file: int = Field(
@@ -83,8 +90,9 @@ class S3SinkConfig(S3Connection):
 
 
 class S3Sink(Sink):
-    """Writes JSON Lines objects (gzip, zstd or plain) to S3 under deterministic keys, with
-    optional hive partitioning, rollover, multipart uploads, a manifest and a _SUCCESS marker.
+    """Writes objects to S3 under deterministic keys: JSON Lines (gzip, zstd or plain) by default,
+    or any format a plugin provides (Parquet, CSV, TSV), with optional hive partitioning, rollover,
+    multipart uploads, a manifest and a _SUCCESS marker.
 
     As ``dead_letter: {type: s3}`` it stores dead letters as ``dead-letters-*.jsonl.gz``.
     """
@@ -99,7 +107,15 @@ class S3Sink(Sink):
         c = self.config
         self.dead_letter_store = ctx.sink_role == "dead_letters"
         self.bucket, prefix = parse_uri(c.uri)
-        template = c.key or (DEAD_LETTER_KEY if self.dead_letter_store else DATA_KEY) + EXTENSIONS[c.compression]
+        self.format = c.format
+        if "compression" in c.model_fields_set:
+            check_compression(self.format, c.compression, "s3 sink")
+        if self.dead_letter_store and self.format.type != "jsonl":
+            raise ConfigError(f"s3 sink: dead letters are stored as JSON Lines, not {self.format.type} (leave format "
+                              "out of the dead_letter block)")
+        self.compression: Compression = c.compression if self.format.text else "none"
+        default_key = DEAD_LETTER_KEY if self.dead_letter_store else DATA_KEY
+        template = c.key or default_key + self.format.extension + EXTENSIONS[self.compression]
         where = "dead_letter.key" if self.dead_letter_store else "destination.key"
         self.layout = KeyLayout.parse(ctx.render(template, where), prefix, c.partition_by is not None)
         if self.dead_letter_store:
@@ -110,9 +126,15 @@ class S3Sink(Sink):
             self.manifest_name, self.marker_name = c.manifest, c.success_marker
             self.markers_when_empty = c.markers_when_empty
         self.folders = Folders(c.partition_by) if c.partition_by else None
+        # a field whose value is the folder itself (hive `app=web`): a columnar format may leave it out
+        by = c.partition_by
+        self.partition_column = by.field if by and by.format == "value" and self.folders and \
+            self.folders.name == by.field else None
+        self._state: dict[tuple[str, str], Any] = {}  # (partition, folder) -> format state for its next file
         self.client = make_client(c, ctx.metrics)
         self.pool = PartPool(c.upload_threads, c.max_parts_in_flight)
-        self.target = Target(self.client, c, self.bucket, ctx, self.pool, c.compression,
+        content_type = CONTENT_TYPES.get(self.compression, self.format.content_type)
+        self.target = Target(self.client, c, self.bucket, ctx, self.pool, content_type,
                              c.multipart_threshold, c.multipart_part_size)
         self._lock = threading.Lock()
         self._open: dict[str, dict[str, ObjectWriter]] = {}  # partition -> folder -> open object
@@ -161,11 +183,16 @@ class S3Sink(Sink):
                 writer = files.get(folder)
                 if writer is None:
                     writer = files[folder] = self._start(partition, batch.seq, folder)
-                writer.add(dumps_lines(records), len(records))
+                try:
+                    dead += writer.write(records)
+                except Rollover:  # the file's schema cannot take these records: they start the next file
+                    self._close(partition, files, folder)
+                    writer = files[folder] = self._start(partition, batch.seq, folder)
+                    dead += writer.write(records)
                 if writer.records >= self.config.max_records_per_file or writer.size >= self.config.max_bytes_per_file:
-                    self._close(files, folder)
+                    self._close(partition, files, folder)
             while len(files) > self.config.max_open_files:
-                self._close(files, min(files, key=lambda f: files[f].seq))
+                self._close(partition, files, min(files, key=lambda f: files[f].seq))
         except Exception as exc:
             raise self._fail(partition, exc) from exc
         return WriteResult(written=len(batch.records) - len(dead), dead_letters=dead, durable=not files)
@@ -175,7 +202,7 @@ class S3Sink(Sink):
             files = self._open.get(partition) or {}
         try:
             for folder in sorted(files):
-                self._close(files, folder)
+                self._close(partition, files, folder)
         except Exception as exc:
             raise self._fail(partition, exc) from exc
         return WriteResult()
@@ -200,13 +227,18 @@ class S3Sink(Sink):
 
     def _start(self, partition: str, seq: int, folder: str) -> ObjectWriter:
         key = self.layout.key(safe_key(partition), seq, folder)
-        return ObjectWriter(self.target, key, seq, compressor(self.config.compression, self.config.compression_level))
+        encoder = self.format.writer(state=self._state.get((partition, folder)),
+                                     partition_column=self.partition_column)
+        return ObjectWriter(self.target, key, seq, compressor(self.compression, self.config.compression_level),
+                            encoder=encoder)
 
-    def _close(self, files: dict[str, ObjectWriter], folder: str) -> None:
-        entry = files[folder].close()
+    def _close(self, partition: str, files: dict[str, ObjectWriter], folder: str) -> None:
+        writer = files[folder]
+        entry = writer.close()
         del files[folder]
         with self._lock:
             self._closed[entry["key"]] = entry
+            self._state[(partition, folder)] = writer.encoder.state if writer.encoder else None
 
     def _fail(self, partition: str, exc: Exception) -> SluiceError:
         """Discard the partition's open files: a retried write must not add its records twice.
@@ -305,6 +337,7 @@ class S3Sink(Sink):
             "job": self.ctx.job_name,
             "run_id": self.ctx.run_id,
             "bucket": self.bucket,
+            "format": self.format.type,
             "records": sum(f["records"] for f in files),
             "bytes": sum(f["bytes"] for f in files),
             "files": files,
@@ -335,9 +368,11 @@ class S3Sink(Sink):
         return {**self._describe(key), "etag": etag}
 
     def _describe(self, key: str) -> dict[str, Any]:
+        """Size, checksum and record count of an object, read as a stream (never whole in memory);
+        a binary format (Parquet) counts its records from the footer with ranged reads."""
         import hashlib
 
-        sha, size, records = hashlib.sha256(), 0, 0
+        sha, size = hashlib.sha256(), 0
 
         class Tee:
             def __init__(self, raw: Any) -> None:
@@ -352,9 +387,14 @@ class S3Sink(Sink):
 
         with open_object(self.client, self.config, self.bucket, key, self.ctx) as raw:
             tee: Any = Tee(raw)
-            stream = open_reader(tee, self.config.compression)
-            for line in iter_lines(stream):
-                records += 1 if line.strip() else 0
+            if self.format.text:
+                records = self.format.count(open_reader(tee, self.compression))
+            else:
+                while tee.read(1 << 20):
+                    pass
+        if not self.format.text:
+            with RangedObject(self.client, self.config, self.bucket, key, self.ctx) as ranged:
+                records = self.format.count(ranged)
         return {"key": key, "records": records, "bytes": size, "sha256": sha.hexdigest()}
 
     def abort(self, run: SinkRun) -> None:

@@ -1,10 +1,12 @@
-"""The S3 source: JSON Lines objects under a prefix, read in parallel partitions (key ranges).
+"""The S3 source: objects under a prefix in any format (JSON Lines by default), read in parallel
+partitions (key ranges).
 
 A partition is a small descriptor ``{start_after, last_key}``; ``read()`` lists its own range again
 with the same filters, so millions of keys are never held in memory. Records of consecutive small
-objects share batches. The checkpoint ``{"key", "line"}`` names the last object touched and the
-lines consumed in it (``"done": true`` once it was read to the end): resume skips finished objects
-and continues inside a half-read one.
+objects share batches. The checkpoint names the last object touched and the format's position in it
+(``{"key", "line"}`` for text formats, ``{"key", "row_group", "offset"}`` for Parquet; ``"done":
+true`` once it was read to the end): resume skips finished objects and continues inside a half-read
+one. Text formats are streamed through the decompressor; Parquet is read with ranged GETs.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from pydantic import Field, field_validator
 
 from sluice import Batch, DeadLetter, Partition, PermanentError, RunContext, Source
 from sluice.codecs import Compression, detect, open_reader
-from sluice.lines import iter_lines, parse_batches
+from sluice.formats import Chunk, FormatOption, check_compression
 from sluice.retry import retry_call
 
 from .client import S3Connection, S3Uri, call, is_transient, make_client, parse_uri
 from .listing import KeyFilter, KeyRange, glob_regex, group_keys, list_objects
-from .reader import open_object
+from .reader import RangedObject, open_object
 
 
 class S3SourceConfig(S3Connection):
@@ -42,9 +44,14 @@ class S3SourceConfig(S3Connection):
     modified_until: datetime | None = Field(
         None, description="Only objects last modified before this ISO time (templated, e.g. {{ data_interval_end }})."
     )
-    format: Literal["jsonl"] = Field("jsonl", description="Object format: JSON Lines (one object per line).")
+    format: FormatOption = Field(
+        "jsonl", validate_default=True,
+        description="Object format: jsonl (JSON Lines, default), or parquet, csv, tsv with sluice-formats; a name "
+                    "or a block with the format's options (format: {type: csv, delimiter: ';'})."
+    )
     compression: Literal["auto", "none", "gzip", "zstd"] = Field(
-        "auto", description="auto: by key extension (.gz/.gzip gzip, .zst/.zstd zstd, otherwise none)."
+        "auto", description="auto: by key extension (.gz/.gzip gzip, .zst/.zstd zstd, otherwise none); text "
+                            "formats only."
     )
     keys_per_partition: int = Field(
         1000, ge=1, description="At most this many objects per partition (one listing page: each partition lists "
@@ -61,8 +68,9 @@ class S3SourceConfig(S3Connection):
         4 << 20, ge=0, description="Objects up to this size are fetched whole, ahead; larger ones are streamed."
     )
     on_corrupt_object: Literal["fail", "dead_letter"] = Field(
-        "fail", description="A corrupt or truncated compressed object: fail the run naming the key (after "
-                            "delivering the lines before the damage), or dead-letter it and go on."
+        "fail", description="A corrupt or truncated object (compressed text, a cut Parquet file): fail the run "
+                            "naming the key (after delivering the records before the damage), or dead-letter it "
+                            "and go on."
     )
 
 
@@ -73,7 +81,8 @@ class S3SourceConfig(S3Connection):
 
 
 class S3Source(Source):
-    """Reads JSON Lines objects (plain, .gz, .zst) under an S3 prefix, in parallel key ranges."""
+    """Reads objects under an S3 prefix in parallel key ranges: JSON Lines (plain, .gz, .zst) by
+    default, or any format a plugin provides (``format: parquet``, ``csv``, ``tsv``)."""
 
     type = "s3"
     Config = S3SourceConfig
@@ -83,6 +92,7 @@ class S3Source(Source):
         super().open(ctx)
         self.bucket, prefix = parse_uri(self.config.uri)
         self.prefix = f"{prefix}/" if prefix else ""
+        check_compression(self.config.format, self.config.compression, "s3 source")
         self.client = make_client(self.config, ctx.metrics)
         c = self.config
         self.accept = KeyFilter(self.prefix, glob_regex(c.glob) if c.glob else None, c.modified_since,
@@ -153,7 +163,8 @@ class S3Source(Source):
     def read(self, partition: Partition, checkpoint: Any = None) -> Iterator[Batch]:
         size = self.ctx.runtime.batch_size
         cp = checkpoint or {}
-        resume_key, resume_line, resume_done = cp.get("key"), int(cp.get("line") or 0), bool(cp.get("done"))
+        resume_key, resume_done = cp.get("key"), bool(cp.get("done"))
+        resume_at = {k: v for k, v in cp.items() if k not in ("key", "done")} or None
         spec = partition.spec
         if resume_key is not None and not spec["start_after"] < resume_key <= spec["last_key"]:
             # partitions are ranges of the listing: if it changed, this checkpoint belongs to other work
@@ -164,72 +175,66 @@ class S3Source(Source):
                 if resume_key is None or obj["Key"] > resume_key or (obj["Key"] == resume_key and not resume_done))
         objects = self._prefetched(todo)
         try:
-            yield from self._batches(objects, resume_key, resume_line, size)
+            yield from self._batches(objects, resume_key, resume_at, size)
         finally:
             objects.close()  # stops fetching ahead when the run stops early
 
     def _batches(self, objects: Iterator[tuple[str, Future[bytes] | None]], resume_key: str | None,
-                 resume_line: int, size: int) -> Iterator[Batch]:
+                 resume_at: dict[str, Any] | None, size: int) -> Iterator[Batch]:
         records: list[Any] = []
         dead: list[DeadLetter] = []
         position: dict[str, Any] | None = None
         for key, fetch in objects:
-            skip = resume_line if key == resume_key else 0
-            for chunk_records, chunk_dead, line, damage in self._read_object(key, skip, size, fetch):
-                if len(records) + len(dead) + len(chunk_records) + len(chunk_dead) > size and (records or dead):
+            start = resume_at if key == resume_key else None
+            for chunk in self._read_object(key, start, size, fetch):
+                if len(records) + len(dead) + len(chunk.records) + len(chunk.dead_letters) > size and (records or dead):
                     yield Batch(records, checkpoint=position, dead_letters=dead)
                     records, dead = [], []
-                records.extend(chunk_records)
-                dead.extend(chunk_dead)
-                position = {"key": key, "line": line}
-                if damage is not None:
+                records.extend(chunk.records)
+                dead.extend(chunk.dead_letters)
+                position = {"key": key, **chunk.position}
+                if chunk.damage is not None:
+                    damage = self._damage(key, chunk)
                     if self.config.on_corrupt_object == "fail":
-                        if records or dead:  # deliver every whole line before the damage, then stop
+                        if records or dead:  # deliver every whole record before the damage, then stop
                             yield Batch(records, checkpoint=position, dead_letters=dead)
                         raise PermanentError(damage)
-                    dead.append(DeadLetter(record={"bucket": self.bucket, "key": key, "line": line}, reason=damage,
-                                           error_type="CorruptObject",
-                                           context={"bucket": self.bucket, "key": key, "line": line}))
+                    where = {"bucket": self.bucket, "key": key, **chunk.position}
+                    dead.append(DeadLetter(record=where, reason=damage, error_type="CorruptObject",
+                                           context=dict(where)))
             if position is not None and position["key"] == key:
                 position["done"] = True  # read to the end: a resume skips this object
         if records or dead:
             yield Batch(records, checkpoint=position, dead_letters=dead)
 
-    def _read_object(self, key: str, skip: int, size: int, fetch: Future[bytes] | None) -> Iterator[
-            tuple[list[Any], list[DeadLetter], int, str | None]]:
-        """``(records, dead letters, lines consumed, damage)`` chunks of one object; the last chunk
-        carries a message when the object turned out corrupt or truncated."""
+    def _damage(self, key: str, chunk: Chunk) -> str:
+        fmt, exc = self.config.format, chunk.damage
+        kind = self._compression(key) if fmt.text else fmt.type
+        return (f"s3 source: s3://{self.bucket}/{key} is corrupt or truncated after {fmt.describe(chunk.position)} "
+                f"({kind}): {type(exc).__name__}: {exc}")
+
+    def _compression(self, key: str) -> Compression:
         mode = self.config.compression
-        compression: Compression = detect(key) if mode == "auto" else mode
+        return detect(key) if mode == "auto" else mode
+
+    def _read_object(self, key: str, position: dict[str, Any] | None, size: int,
+                     fetch: Future[bytes] | None) -> Iterator[Chunk]:
+        """Chunks of one object from ``position``; the last one carries the damage when the object
+        turned out corrupt or truncated. Text formats get the decompressed stream; binary formats
+        (Parquet) a seekable file: the bytes fetched ahead, or ranged reads of a larger object."""
+        fmt = self.config.format
         where = {"bucket": self.bucket, "key": key}
-        damage: list[BaseException] = []
-        line = skip
-        source = io.BytesIO(fetch.result()) if fetch is not None else open_object(self.client, self.config,
-                                                                                   self.bucket, key, self.ctx)
+        if fmt.text:
+            source: Any = io.BytesIO(fetch.result()) if fetch is not None else open_object(
+                self.client, self.config, self.bucket, key, self.ctx)
+            with source as raw:
+                yield from fmt.read(open_reader(raw, self._compression(key)), position=position, batch_size=size,
+                                    where=where)
+            return
+        source = io.BytesIO(fetch.result()) if fetch is not None else RangedObject(
+            self.client, self.config, self.bucket, key, self.ctx)
         with source as raw:
-            stream = open_reader(raw, compression)
-            lines = _until_damaged(iter_lines(stream), damage)
-            for records, dead, line in parse_batches(lines, size, skip=skip, where=where):
-                yield records, dead, line, None
-        if damage:
-            exc = damage[0]
-            yield [], [], line, (f"s3 source: s3://{self.bucket}/{key} is corrupt or truncated after line {line} "
-                                 f"({compression}): {type(exc).__name__}: {exc}")
-
-
-def _until_damaged(lines: Iterator[bytes], damage: list[BaseException]) -> Iterator[bytes]:
-    """``lines`` until the decompressor reports corrupt or truncated data, which lands in ``damage``:
-    every whole line before the damage is still parsed and delivered."""
-    import zlib
-
-    try:
-        yield from lines
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        damage.append(exc)
-    except Exception as exc:
-        if type(exc).__name__ != "ZstdError":  # corrupt zstd data (zstandard is imported only when used)
-            raise
-        damage.append(exc)
+            yield from fmt.read(raw, position=position, batch_size=size, where=where)
 
 
 def _partition(index: int, r: KeyRange) -> Partition:

@@ -14,13 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice import PermanentError, RunContext
+from sluice import DeadLetter, PermanentError, RunContext
 from sluice.codecs import Compressor
+from sluice.formats import FormatWriter
 from sluice.retry import retry_call
 
 from .client import S3Connection, call, is_transient
 
-CONTENT_TYPES = {"none": "application/x-ndjson", "gzip": "application/gzip", "zstd": "application/zstd"}
+CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}  # else: the format's content type
 
 
 class PartPool:
@@ -53,7 +54,7 @@ class Target:
     bucket: str
     ctx: RunContext
     pool: PartPool
-    compression: str
+    content_type: str
     multipart_threshold: int
     part_size: int
 
@@ -77,15 +78,24 @@ class ObjectWriter:
     sha256: Any = field(default_factory=hashlib.sha256)
     upload_id: str | None = None
     parts: list[Future[dict[str, Any]]] = field(default_factory=list)
+    encoder: FormatWriter | None = None  # the file's format: records in, the file's bytes out
+
+    def write(self, records: list[dict[str, Any]]) -> list[DeadLetter]:
+        """Encode ``records`` in the file's format and add them; returns the records it refused.
+        ``Rollover`` from the format passes through before anything was taken."""
+        assert self.encoder is not None
+        data, dead = self.encoder.add(records)
+        self.add(data, len(records) - len(dead))
+        return dead
 
     def add(self, data: bytes, records: int) -> None:
-        """Compress and buffer ``data`` (JSON Lines of ``records`` records), uploading full parts."""
+        """Compress and buffer ``data`` (the encoded bytes of ``records`` records), uploading full parts."""
         self._append(self.compressor.compress(data))
         self.records += records
         t = self.target
         if self.upload_id is None and len(self.buffer) >= t.multipart_threshold:
             self.upload_id = t.retry(lambda: t.client.create_multipart_upload(
-                Bucket=t.bucket, Key=self.key, ContentType=CONTENT_TYPES[t.compression])["UploadId"],
+                Bucket=t.bucket, Key=self.key, ContentType=t.content_type)["UploadId"],
                 "starting a multipart upload of", self.key)
         if self.upload_id is not None:
             while len(self.buffer) >= t.part_size:
@@ -116,14 +126,19 @@ class ObjectWriter:
                 raise part.exception()  # type: ignore[misc]
 
     def close(self) -> dict[str, Any]:
-        """Flush the compressor and upload what is left; returns ``{key, records, bytes, sha256, etag}``."""
+        """Finish the format, flush the compressor and upload what is left; returns ``{key, records,
+        bytes, sha256, etag}``."""
+        if self.encoder is not None:
+            tail = self.encoder.finish()
+            if tail:
+                self._append(self.compressor.compress(tail))
         self._append(self.compressor.flush())
         t = self.target
         sha = self.sha256.hexdigest()
         if self.upload_id is None:
             body = bytes(self.buffer)
             resp = t.retry(lambda: t.client.put_object(
-                Bucket=t.bucket, Key=self.key, Body=body, ContentType=CONTENT_TYPES[t.compression],
+                Bucket=t.bucket, Key=self.key, Body=body, ContentType=t.content_type,
                 Metadata={"records": str(self.records), "sha256": sha}), "writing", self.key)
         else:
             if self.buffer or not self.parts:
