@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sluice_http.errors import parse_retry_after
-from sluice_http.ratelimit import Cancelled, RateLimiter
 
 from sluice import Batch, ConfigError
 from sluice.testing import build, make_context, read_jsonl, run_job
+from sluice_http.errors import parse_retry_after
+from sluice_http.ratelimit import Cancelled, RateLimiter
 
 FAST_RETRY = {"attempts": 4, "initial_backoff_s": 0.01, "max_backoff_s": 0.05}
 

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sluice import secrets
+from sluice.connections import Connection
 from sluice_http.bodies import Malformed, kind_of, parse_page
 from sluice_http.connections import http_fields
 from sluice_http.paging import Page, Pagination, Paginator, Position
 from sluice_http.redact import redact_url, secret_headers
-
-from sluice import secrets
-from sluice.connections import Connection
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sluice_http.paging import next_link
 
 from sluice import ConfigError
 from sluice.testing import build, make_context, read_jsonl, run_job
+from sluice_http.paging import next_link
 
 FAST_RETRY = {"attempts": 4, "initial_backoff_s": 0.01, "max_backoff_s": 0.05}
 JSON = {"content-type": "application/json"}
