@@ -141,6 +141,40 @@ def test_plugins_lists_aliases_in_the_table_and_the_json() -> None:
     assert "source: elasticsearch (alias: opensearch); sink: elasticsearch (alias: opensearch)" in table
 
 
+def test_plugins_lists_formats_and_metrics_exporters_in_the_table_and_the_json() -> None:
+    listed = {p["name"]: p for p in orjson.loads(sluice("plugins", "--json").stdout)["plugins"]}
+    assert listed["sluice"]["types"]["format"] == ["jsonl"]
+    assert listed["sluice-formats"]["types"] == {"format": ["parquet", "csv", "tsv"]}
+    assert listed["sluice-metrics"]["types"] == {"metrics_exporter": ["prometheus", "statsd"]}
+    table = sluice("plugins", env={"COLUMNS": "250"}).stdout
+    assert "format: parquet, csv, tsv" in table and "metrics_exporter: prometheus, statsd" in table
+    assert "checkpoint_store: local; format: jsonl" in table
+
+
+def test_schema_describes_the_options_of_every_format_and_metrics_exporter(tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = orjson.loads(sluice("schema").stdout)
+    defs = schema["$defs"]
+    assert {"format.jsonl", "format.parquet", "format.csv", "format.tsv"} <= set(defs)
+    assert defs["format.parquet"]["properties"]["compression"]["description"]
+    assert {"metrics_exporter.prometheus", "metrics_exporter.statsd"} <= set(defs)
+    assert defs["metrics_exporter.statsd"]["properties"]["port"]["description"]
+
+    def check(job: dict[str, object]) -> None:
+        jsonschema.validate({"job_name": "x", "source": {"type": "file", "path": "in"}, **job}, schema)
+
+    check({"destination": {"type": "s3", "uri": "s3://b/p", "format": {"type": "parquet", "compression": "snappy"}},
+           "metrics": {"prometheus": {"pushgateway": "http://pg:9091"}, "statsd": None}})
+    check({"destination": {"type": "file", "path": "out", "format": "csv"}})
+    for bad in ({"type": "parquet", "compression": "lzo"}, {"type": "csv", "delimitr": ";"}, "xml"):
+        with pytest.raises(jsonschema.ValidationError):
+            check({"destination": {"type": "file", "path": "out", "format": bad}})
+    for metrics in ({"promethus": {"pushgateway": "http://pg:9091"}}, {"statsd": {"prot": 8125}}):
+        with pytest.raises(jsonschema.ValidationError):
+            check({"destination": {"type": "file", "path": "out"}, "metrics": metrics})
+
+
 @pytest.mark.parametrize("command", [["schema"], ["plugins", "--json"], ["plugins"], ["validate", "JOB"]])
 def test_output_into_a_closed_pipe_ends_quietly_like_a_unix_tool(command: list[str], tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", "in")

@@ -173,3 +173,81 @@ def test_importing_sluice_and_plugin_entry_points_loads_no_client_library() -> N
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+LINES_FORMAT = """
+    from sluice import hookimpl
+    from sluice.formats import Format
+
+    class Lines(Format):
+        '''Plain text, a record per line.'''
+        type = "lines"
+        extension = ".txt"
+        suffixes = (".txt",)
+
+    @hookimpl
+    def sluice_formats():
+        return [Lines]
+"""
+
+STATSD_EXPORTER = """
+    from sluice import hookimpl
+    from sluice.exporting import MetricsExporter
+
+    class Statsd(MetricsExporter):
+        '''Another StatsD.'''
+        type = "statsd"
+
+    @hookimpl
+    def sluice_metrics_exporters():
+        return [Statsd]
+"""
+
+BROKEN_EXPORTERS = """
+    from sluice import hookimpl
+
+    @hookimpl
+    def sluice_metrics_exporters():
+        raise RuntimeError("no client library here")
+
+    @hookimpl
+    def sluice_formats():
+        raise RuntimeError("no pyarrow here")
+"""
+
+
+def test_formats_and_metrics_exporters_are_collected_per_plugin(site: Path) -> None:
+    make_dist(site, "lines-plugin", "lines_plugin", LINES_FORMAT)
+    registry = Registry.from_entry_points()
+    assert sorted(registry.types["format"]) == ["csv", "jsonl", "lines", "parquet", "tsv"]
+    assert sorted(registry.types["metrics_exporter"]) == ["prometheus", "statsd"]
+    assert registry.plugins["lines-plugin"].types == {"format": ["lines"]}
+    assert registry.plugins["sluice-formats"].types == {"format": ["parquet", "csv", "tsv"]}
+    assert registry.plugins["sluice-metrics"].types == {"metrics_exporter": ["prometheus", "statsd"]}
+    assert registry.plugins["sluice"].types["format"] == ["jsonl"]
+
+
+@pytest.mark.parametrize(("code", "what"), [(LINES_FORMAT, "format 'lines'"),
+                                            (STATSD_EXPORTER, "metrics exporter 'statsd'")])
+def test_two_plugins_giving_one_format_or_exporter_name_fail_naming_both(site: Path, code: str, what: str) -> None:
+    kind = "format" if "format" in what else "exporter"  # module names of their own: imports are cached
+    make_dist(site, "twin-a", f"twin_a_{kind}", code)
+    make_dist(site, "twin-b", f"twin_b_{kind}", code)
+    first, second = ("sluice-metrics", "twin-a") if "statsd" in what else ("twin-a", "twin-b")
+    with pytest.raises(PluginError, match=rf"^{what} is provided by two plugins: '{first}' and '{second}'; "
+                                          rf"uninstall one or block it with SLUICE_DISABLE_PLUGINS={second}$"):
+        Registry.from_entry_points()
+
+
+def test_a_broken_format_or_exporter_hook_is_reported_once_and_hides_no_other(site: Path) -> None:
+    from sluice.exporting import exporter_classes
+    from sluice.formats import format_types
+
+    make_dist(site, "broken-hooks", "broken_hooks", BROKEN_EXPORTERS)
+    registry = Registry.from_entry_points()
+    assert sorted(exporter_classes(registry)) == ["prometheus", "statsd"]
+    assert sorted(format_types(registry)) == ["csv", "jsonl", "parquet", "tsv"]  # calls sluice_formats() again
+    assert sorted(f.error for f in registry.failures if f.name == "broken-hooks") == [
+        "sluice_formats() raised RuntimeError: no pyarrow here",
+        "sluice_metrics_exporters() raised RuntimeError: no client library here",
+    ]

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from sluice.testing.conformance import SinkContract, SourceContract
+from sluice.testing.conformance import FormatContract, SinkContract, SourceContract
 
-from .contract import FormatContract
 from .helpers import encode, events, read_folder
 
 CSV_TYPES = {"n": "int", "latency": "float", "ok": "bool"}

@@ -68,9 +68,8 @@ def test_two_plugins_giving_one_format_name_fail_naming_both(sluice_registry: An
         def sluice_formats(self) -> list[type]:
             return [type("Lines2", (LinesFormat,), {"__doc__": "another"})]
 
-    registry = sluice_registry(LinesPlugin(), Other())
     with pytest.raises(PluginError, match=r"format 'lines' is provided by two plugins: '.*' and '.*'"):
-        format_types(registry)
+        sluice_registry(LinesPlugin(), Other())  # as for component types: when the plugins load
 
 
 def test_a_broken_format_plugin_is_reported_and_hides_no_other_format(sluice_registry: Any) -> None:

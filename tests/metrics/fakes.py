@@ -1,4 +1,5 @@
-"""Small components for the metrics and history tests: numbered records, slow or failing on demand."""
+"""Small components for the metrics and history tests: numbered records, slow, failing or retrying
+on demand, and an in-memory sink that fails transiently (so the engine retries it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ from typing import Any
 
 from pydantic import Field
 
-from sluice import Batch, ComponentConfig, Partition, PermanentError, RecordTransform, Reject, Source, hookimpl
+from sluice import (
+    Batch,
+    ComponentConfig,
+    Partition,
+    PermanentError,
+    RecordTransform,
+    Reject,
+    Sink,
+    Source,
+    Transform,
+    TransientError,
+    WriteResult,
+    hookimpl,
+    retry_call,
+)
 
 
 class NumbersConfig(ComponentConfig):
@@ -17,6 +32,7 @@ class NumbersConfig(ComponentConfig):
     delay_s: float = Field(0.0, description="sleep before each batch")
     fail_partition: str | None = Field(None, description="this partition fails...")
     fail_at: int = Field(0, description="...when it reaches record n")
+    retries: int = Field(0, description="transient failures of each partition's first call, retried with retry_call")
 
 
 class Numbers(Source):
@@ -31,6 +47,8 @@ class Numbers(Source):
 
     def read(self, partition: Partition, checkpoint: Any = None) -> Iterator[Batch]:
         n, size = int(checkpoint or 0), self.ctx.runtime.batch_size
+        if self.config.retries:  # a plugin retrying its own call, counted through ctx.metrics
+            retry_call(failing(self.config.retries), self.ctx.retry, metrics=self.ctx.metrics)
         while n < self.config.records:
             if partition.key == self.config.fail_partition and n >= self.config.fail_at:
                 raise PermanentError(f"source broke in {partition.key} at n={n}")
@@ -68,6 +86,57 @@ class RejectEvery(RecordTransform):
         return record
 
 
+def failing(times: int) -> Any:
+    """A call that raises TransientError ``times`` times, then succeeds."""
+    left = [times]
+
+    def call() -> None:
+        if left[0]:
+            left[0] -= 1
+            raise TransientError("not yet")
+
+    return call
+
+
+class RetryEachBatch(Transform):
+    """Passes batches through, after one retried call per batch (retry_call with ctx.metrics)."""
+
+    type = "retry_each_batch"
+
+    def apply(self, batch: Batch) -> Batch:
+        retry_call(failing(1), self.ctx.retry, metrics=self.ctx.metrics)
+        return batch
+
+
+class FlakyConfig(ComponentConfig):
+    name: str = Field("default", description="the store in STORES")
+    fail_first_write: bool = Field(False, description="each partition's first write raises TransientError")
+    reported_retries: int = Field(0, description="retries each write reports in WriteResult.retries")
+
+
+STORES: dict[str, list[dict[str, Any]]] = {}
+
+
+class Flaky(Sink):
+    """Keeps records in ``STORES[name]``; fails each partition's first write transiently on demand."""
+
+    type = "flaky"
+    Config = FlakyConfig
+    config: FlakyConfig
+
+    def open(self, ctx: Any) -> None:
+        super().open(ctx)
+        self.store = STORES.setdefault(self.config.name, [])
+        self.failed: set[str] = set()
+
+    def write(self, batch: Batch) -> WriteResult:
+        if self.config.fail_first_write and batch.partition not in self.failed:
+            self.failed.add(batch.partition)
+            raise TransientError(f"{self.config.name}: try {batch.partition} again")
+        self.store.extend(batch.records)
+        return WriteResult(written=len(batch.records), retries=self.config.reported_retries)
+
+
 @hookimpl
 def sluice_sources() -> list[type]:
     return [Numbers]
@@ -75,4 +144,9 @@ def sluice_sources() -> list[type]:
 
 @hookimpl
 def sluice_transforms() -> list[type]:
-    return [DropEvery, RejectEvery]
+    return [DropEvery, RejectEvery, RetryEachBatch]
+
+
+@hookimpl
+def sluice_sinks() -> list[type]:
+    return [Flaky]

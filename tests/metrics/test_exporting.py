@@ -9,6 +9,7 @@ import pytest
 
 from sluice import ConfigError
 from sluice.exporting import count_samples, exporter_classes, merged_blocks, outcome_samples, plugin_metric
+from sluice.metrics import RECENT, Timings
 from sluice.registry import get_registry
 from sluice.testing import load_test_job, run_job
 
@@ -18,17 +19,20 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_samples_carry_the_common_names_and_labels() -> None:
-    counts = {"read": 10, "written": 7, "created": 1, "retries": 2, "filtered": {"steps[0]:filter": 3},
-              "dead_lettered": {"sink": 1}, "counters": {"es_bulk_items_retried": 4, "http_client.requests": 5}}
+    counts = {"read": 10, "written": 7, "created": 1, "retries": 3, "retries_by": {"destination": 2},
+              "filtered": {"steps[0]:filter": 3}, "dead_lettered": {"sink": 1},
+              "counters": {"es_bulk_items_retried": 4, "http_client.requests": 5}}
     outcome = outcome_samples("j", "succeeded", finished_at=99.0, partitions=(3, 2, 1))
     samples = {(s.name, s.labels): (s.value, s.kind) for s in count_samples("j", counts, 1.5) + outcome}
-    assert samples == {
+    retries = {("sluice_retries_total", (("job", "j"), ("component", c))): (n, "counter")
+               for c, n in [("source", 0), ("transform", 0), ("destination", 2), ("dead_letter", 0),
+                            ("checkpoints", 0), ("other", 1)]}  # every component, and what none claimed
+    assert samples == {**retries,
         ("sluice_records_total", (("job", "j"), ("stage", "source"), ("outcome", "read"))): (10, "counter"),
         ("sluice_records_total", (("job", "j"), ("stage", "sink"), ("outcome", "written"))): (7, "counter"),
         ("sluice_records_total", (("job", "j"), ("stage", "transform"), ("outcome", "created"))): (1, "counter"),
         ("sluice_records_total", (("job", "j"), ("stage", "steps[0]:filter"), ("outcome", "filtered"))): (3, "counter"),
         ("sluice_records_total", (("job", "j"), ("stage", "sink"), ("outcome", "dead"))): (1, "counter"),
-        ("sluice_retries_total", (("job", "j"), ("component", "all"))): (2, "counter"),
         ("sluice_es_bulk_items_retried_total", (("job", "j"),)): (4, "counter"),
         ("sluice_http_client_requests_total", (("job", "j"),)): (5, "counter"),
         ("sluice_run_duration_seconds", (("job", "j"),)): (1.5, "gauge"),
@@ -104,6 +108,33 @@ def test_every_exporter_option_is_in_the_readme_and_described() -> None:
 def test_the_readme_names_every_common_metric() -> None:
     from sluice import exporting
 
-    for name in (exporting.RECORDS, exporting.RETRIES, exporting.DURATION, exporting.LAST_SUCCESS,
-                 exporting.STATUS, exporting.PARTITIONS):
+    for name in (exporting.RECORDS, exporting.RETRIES, exporting.BATCH_SECONDS, exporting.DURATION,
+                 exporting.LAST_SUCCESS, exporting.STATUS, exporting.PARTITIONS):
         assert f"`{name}" in README, name
+
+
+def test_batch_times_are_a_histogram_sample_with_buckets_and_the_latest_observations() -> None:
+    timings = Timings()
+    for seconds in (0.0004, 0.003, 0.003, 0.2, 75.0):
+        timings.observe(seconds)
+    samples = count_samples("j", {"batch_seconds": {"sink": timings.snapshot()}}, 1.0)
+    [sample] = [s for s in samples if s.name == "sluice_batch_seconds"]
+    assert (sample.name, sample.labels, sample.kind) == ("sluice_batch_seconds", (("job", "j"), ("stage", "sink")),
+                                                         "histogram")
+    assert sample.value == pytest.approx(75.2064) and sample.count == 5
+    buckets = dict(sample.buckets)
+    assert (buckets[0.001], buckets[0.0025], buckets[0.005], buckets[0.1], buckets[0.25], buckets[60.0]) == \
+        (1, 1, 3, 3, 4, 4)
+    assert list(buckets)[-1] == float("inf") and buckets[float("inf")] == 5
+    assert sample.observations == (0.0004, 0.003, 0.003, 0.2, 75.0)
+
+
+def test_a_histogram_keeps_only_the_latest_observations_and_counts_them_all() -> None:
+    timings = Timings()
+    for i in range(RECENT + 10):
+        timings.observe(i / 1e6)
+    snapshot = timings.snapshot()
+    assert snapshot.count == RECENT + 10 and len(snapshot.recent) == RECENT
+    assert snapshot.recent[0] == 10 / 1e6 and snapshot.recent[-1] == (RECENT + 9) / 1e6  # oldest first
+    merged = snapshot.merged(Timings().snapshot())
+    assert merged == snapshot and merged.to_dict()["buckets"]["+Inf"] == RECENT + 10

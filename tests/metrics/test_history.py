@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sluice import JobFailed
-from sluice.history import LATEST, MIGRATIONS, HistoryError, HistoryStore, RunRecord, migrate
+from sluice.history import LATEST, MIGRATIONS, HistoryError, HistoryStore, PartitionRecord, RunRecord, migrate
 from sluice.stages import StagedRun, run_staged
 from sluice.templating import Interval
 from sluice.testing import load_test_job, run_job
@@ -52,6 +52,27 @@ def test_succeeded_failed_and_resumed_runs_are_recorded_with_their_exact_counts(
         assert (parts["p1"].status, parts["p1"].checkpoint) == ("failed", 50)
         assert "source broke in p1 at n=50" in (parts["p1"].error or "")
         assert [p.status for p in store.partitions(resumed)] == ["done", "done"]
+
+
+def partition_counts(p: PartitionRecord) -> dict[str, int | None]:
+    return {"read": p.read, "filtered": p.filtered, "dead": p.dead_lettered, "written": p.written}
+
+
+def test_a_plain_run_records_each_partitions_counts_and_time(history_url: str) -> None:
+    assert run_job(job("plain_parts", source={"fail_partition": "p1", "fail_at": 50})).status == "failed"
+    assert run_job(job("plain_parts"), resume=True).status == "succeeded"
+
+    with HistoryStore(history_url) as store:
+        resumed, failed = store.attempts("plain_parts-20240101T000000-20240102T000000")
+        p0, p1 = store.partitions(failed)
+        assert (p0.status, partition_counts(p0)) == ("done", expected(range(100)))
+        assert (p1.status, partition_counts(p1)) == ("failed", expected(range(50)))
+        assert all(p.duration_s and p.records_per_s for p in (p0, p1))
+        # the resumed attempt did p1's second half; p0 was done by the first attempt: no counts
+        p0, p1 = store.partitions(resumed)
+        assert (p0.status, partition_counts(p0), p0.duration_s) == \
+            ("done", {"read": None, "filtered": None, "dead": None, "written": None}, None)
+        assert (p1.status, partition_counts(p1)) == ("done", expected(range(50, 100)))
 
 
 def test_a_staged_run_records_each_partition_from_the_step_manifests(history_url: str) -> None:

@@ -32,7 +32,15 @@ def test_a_run_pushes_its_exact_counts_to_the_pushgateway(pushgateway: str) -> N
     assert value(got, records, job="pushed", stage="sink", outcome="written") == 2 * TOTAL["written"] == 154
     assert value(got, records, job="pushed", stage=FILTERED, outcome="filtered") == 2 * TOTAL["filtered"] == 20
     assert value(got, records, job="pushed", stage=DEAD, outcome="dead") == 2 * TOTAL["dead"] == 26
-    assert value(got, "sluice_retries_total", job="pushed", component="all") == 0
+    for component in ("source", "transform", "destination", "dead_letter", "checkpoints"):
+        assert value(got, "sluice_retries_total", job="pushed", component=component) == 0
+    for stage in ("source", "transform", "sink"):  # two partitions of ten batches
+        assert value(got, "sluice_batch_seconds_count", job="pushed", stage=stage) == 20
+        assert value(got, "sluice_batch_seconds_bucket", job="pushed", stage=stage, le="+Inf") == 20
+        assert 0 < value(got, "sluice_batch_seconds_sum", job="pushed", stage=stage) < summary.duration_s  # type: ignore[operator]
+    buckets = sorted((float(dict(labels)["le"]), n) for (name, labels), n in got.items()
+                     if name == "sluice_batch_seconds_bucket" and ("stage", "sink") in labels)
+    assert len(buckets) == 16 and [n for _, n in buckets] == sorted(n for _, n in buckets), buckets  # cumulative
     assert value(got, "sluice_run_status", job="pushed") == 1
     assert before <= value(got, "sluice_run_last_success_timestamp_seconds", job="pushed") <= time.time()  # type: ignore[operator]
     assert value(got, "sluice_run_duration_seconds", job="pushed") == pytest.approx(summary.duration_s, abs=0.05)
@@ -134,6 +142,10 @@ def test_a_staged_run_exports_the_whole_runs_counts_once(pushgateway: str) -> No
     assert value(got, "sluice_records_total", job="staged_push", stage="sink", outcome="written") == 154
     assert value(got, "sluice_records_total", job="staged_push", stage=DEAD, outcome="dead") == 26
     assert value(got, "sluice_run_status", job="staged_push") == 1
+    # batches timed by the steps that read the source (extract) and wrote the destination (load)
+    assert value(got, "sluice_batch_seconds_count", job="staged_push", stage="source") == 20
+    assert value(got, "sluice_batch_seconds_count", job="staged_push", stage="sink") == \
+        live["batch_seconds"]["sink"].count > 0
 
 
 def test_a_gateway_that_is_down_is_logged_once_and_the_run_succeeds() -> None:
@@ -158,8 +170,10 @@ def test_the_textfile_holds_the_run_and_a_failed_run_keeps_the_last_success(tmp_
     assert success is not None and value(got, "sluice_run_status", job="texty") == 1
 
     assert run_job(job("texty", metrics=metrics, source={"fail_partition": "p0", "fail_at": 0})).status == "failed"
+    assert value(got, "sluice_batch_seconds_count", job="texty", stage="sink") == 20
     got = scrape(path.as_uri())
     assert value(got, "sluice_run_status", job="texty") == 0
     assert value(got, "sluice_records_total", job="texty", stage="source", outcome="read") == 0
+    assert value(got, "sluice_batch_seconds_count", job="texty", stage="sink") == 0  # this run's, not the last
     assert value(got, "sluice_run_last_success_timestamp_seconds", job="texty") == success
     assert not list(path.parent.glob("*.tmp*"))  # written atomically

@@ -104,13 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("jobs", nargs="+", type=Path, metavar="JOB", help="job files or directories of them")
 
     plugins = sub.add_parser("plugins", help="installed plugins, their types and load failures",
-                             description="Installed plugins: distribution, version, the types they give (with "
-                                         "aliases) and plugins that failed to load (exit 1 if any).")
+                             description="Installed plugins: distribution, version, the types they give "
+                                         "(sources, sinks, transforms, checkpoint stores, formats, metrics "
+                                         "exporters; with aliases) and plugins that failed to load (exit 1 if any).")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     schema = sub.add_parser("schema", help="JSON Schema of the job file for the installed plugins",
-                            description="JSON Schema of job files, every component block typed by its plugin "
-                                        "(point an editor at it for completion and inline errors).")
+                            description="JSON Schema of job files, every component block, format: and metrics: "
+                                        "exporter typed by its plugin (point an editor at it for completion and "
+                                        "inline errors).")
     schema.add_argument("-o", "--output", type=Path, metavar="PATH", help="write it to this file instead of stdout")
 
     # options every `runs` action takes; SUPPRESS keeps an action's parser from resetting them

@@ -2,9 +2,11 @@
 
 Core turns a run's counters into ``Sample``s under the common names below; an exporter (a class a
 plugin returns from ``sluice_metrics_exporters()``; sluice-metrics ships ``prometheus`` and
-``statsd``) only sends them somewhere. A job turns exporters on with a ``metrics:`` block keyed by
-exporter type; ``$SLUICE_METRICS`` holds the same mapping (YAML or JSON) for every job, and the
-job's fields win over it field by field (``prometheus: null`` turns one off for a job).
+``statsd``) only sends them somewhere. A sample is a counter, a gauge, or a histogram (the time
+per batch of each stage), which carries its buckets and its latest observations. A job turns
+exporters on with a ``metrics:`` block keyed by exporter type; ``$SLUICE_METRICS`` holds the same
+mapping (YAML or JSON) for every job, and the job's fields win over it field by field
+(``prometheus: null`` turns one off for a job).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, format_validation_error
+from .metrics import COMPONENTS, OTHER, Histogram
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -26,6 +29,7 @@ METRICS_ENV = "SLUICE_METRICS"
 
 RECORDS = "sluice_records_total"
 RETRIES = "sluice_retries_total"
+BATCH_SECONDS = "sluice_batch_seconds"
 DURATION = "sluice_run_duration_seconds"
 LAST_SUCCESS = "sluice_run_last_success_timestamp_seconds"
 STATUS = "sluice_run_status"
@@ -33,7 +37,8 @@ PARTITIONS = "sluice_partitions"
 
 HELP = {
     RECORDS: "Records of the run by stage and outcome (read, written, filtered, dead, created).",
-    RETRIES: "Retries of transient failures in the run.",
+    RETRIES: "Retries of transient failures in the run, by the component that retried.",
+    BATCH_SECONDS: "Seconds each batch took in a stage: read from the source, transformed, written to the sink.",
     DURATION: "Seconds the run has taken (so far, while it runs).",
     LAST_SUCCESS: "Unix time the job's last successful run ended.",
     STATUS: "Outcome of the job's last run: 1 succeeded, 0 failed.",
@@ -41,21 +46,34 @@ HELP = {
 }
 COMMON = frozenset(HELP)
 
-Kind = Literal["counter", "gauge"]
+Kind = Literal["counter", "gauge", "histogram"]
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One value of one metric: ``sluice_records_total{job="daily",stage="source",outcome="read"} 1200``."""
+    """One value of one metric: ``sluice_records_total{job="daily",stage="source",outcome="read"} 1200``.
+
+    A ``histogram`` sample's ``value`` is the sum of its observations; ``buckets`` holds
+    ``(upper bound, observations at or below it)`` ending with ``(inf, count)``, and
+    ``observations`` the latest ones, oldest first (an exporter of individual timings, StatsD,
+    sends those since its last export: ``count`` minus the count it last saw).
+    """
 
     name: str
     value: float
     labels: tuple[tuple[str, str], ...] = ()
     kind: Kind = "counter"
+    buckets: tuple[tuple[float, int], ...] = ()
+    observations: tuple[float, ...] = ()
 
     @property
     def label_dict(self) -> dict[str, str]:
         return dict(self.labels)
+
+    @property
+    def count(self) -> int:
+        """Observations of a histogram (0 for other kinds)."""
+        return self.buckets[-1][1] if self.buckets else 0
 
     @property
     def help(self) -> str:
@@ -113,11 +131,19 @@ def plugin_metric(counter: str) -> str:
     return name if name not in COMMON else f"sluice_plugin_{name.removeprefix('sluice_')}"
 
 
-def count_samples(job: str, counts: Mapping[str, Any], duration_s: float) -> list[Sample]:
-    """What a run has counted so far: records by stage and outcome, retries, plugin counters, time.
+def histogram_sample(name: str, histogram: Histogram, job: str, **labels: str) -> Sample:
+    """A histogram's sample: its sum as the value, its cumulative buckets and its latest observations."""
+    return Sample(name, float(histogram.sum), (("job", job), *labels.items()), "histogram",
+                  tuple(histogram.cumulative()), histogram.recent)
 
-    ``counts`` has the keys of ``Metrics.snapshot()``: read, written, created, retries, filtered
-    (per step), dead_lettered (per stage), counters (plugin counters).
+
+def count_samples(job: str, counts: Mapping[str, Any], duration_s: float) -> list[Sample]:
+    """What a run has counted so far: records by stage and outcome, retries by component, the time
+    per batch of each stage, plugin counters, time.
+
+    ``counts`` has the keys of ``Metrics.snapshot()``: read, written, created, retries, retries_by
+    (per component), filtered (per step), dead_lettered (per stage), counters (plugin counters);
+    and optionally batch_seconds (``Histogram`` per stage, ``Metrics.batch_seconds()``).
     """
     samples = [
         _sample(RECORDS, counts.get("read", 0), job, stage="source", outcome="read"),
@@ -129,10 +155,25 @@ def count_samples(job: str, counts: Mapping[str, Any], duration_s: float) -> lis
                 for step, n in sorted((counts.get("filtered") or {}).items())]
     samples += [_sample(RECORDS, n, job, stage=stage, outcome="dead")
                 for stage, n in sorted((counts.get("dead_lettered") or {}).items())]
-    samples.append(_sample(RETRIES, counts.get("retries", 0), job, component="all"))
+    samples += [_sample(RETRIES, n, job, component=component)
+                for component, n in _retries_by(counts.get("retries", 0), counts.get("retries_by") or {}).items()]
+    samples += [histogram_sample(BATCH_SECONDS, histogram, job, stage=stage)
+                for stage, histogram in (counts.get("batch_seconds") or {}).items()
+                if isinstance(histogram, Histogram)]  # not the JSON of a summary's to_dict()
     samples += [_sample(plugin_metric(name), n, job) for name, n in sorted((counts.get("counters") or {}).items())]
     samples.append(_sample(DURATION, duration_s, job, "gauge"))
     return samples
+
+
+def _retries_by(total: int, by: Mapping[str, int]) -> dict[str, int]:
+    """Retries per component, every component listed (0 when it made none), so a series exists
+    before its first retry; what no component claims (counts that name none) goes to ``other``."""
+    out = {component: int(by.get(component, 0)) for component in COMPONENTS}
+    out.update({component: int(n) for component, n in sorted(by.items()) if component not in out})
+    unclaimed = int(total) - sum(out.values())
+    if unclaimed > 0:
+        out[OTHER] = out.get(OTHER, 0) + unclaimed
+    return out
 
 
 def outcome_samples(job: str, status: str, *, finished_at: float,
@@ -150,12 +191,9 @@ def outcome_samples(job: str, status: str, *, finished_at: float,
 
 # -- configuration ----------------------------------------------------------------------------
 def exporter_classes(registry: Registry) -> dict[str, type[MetricsExporter]]:
-    """Exporter types of the installed plugins (``sluice_metrics_exporters()``)."""
-    found: dict[str, type[MetricsExporter]] = {}
-    for classes in registry.hook().sluice_metrics_exporters():
-        for klass in classes or []:
-            found.setdefault(klass.type, klass)
-    return found
+    """Exporter types of the installed plugins (``sluice_metrics_exporters()``), as the registry
+    collected them: two plugins giving one name fail when it loads, a broken one is a failure."""
+    return dict(registry.types["metrics_exporter"])
 
 
 def _unknown(name: str, known: Mapping[str, Any]) -> str:
@@ -226,6 +264,7 @@ def build_exporters(blocks: Mapping[str, dict[str, Any]], registry: Registry) ->
     return [known[name](known[name].Config.model_validate(block)) for name, block in blocks.items()]
 
 
-__all__ = ["DURATION", "LAST_SUCCESS", "METRICS_ENV", "PARTITIONS", "RECORDS", "RETRIES", "STATUS",
-           "ExporterConfig", "MetricsExporter", "Sample", "build_exporters", "count_samples", "env_blocks",
-           "merged_blocks", "outcome_samples", "plugin_metric", "validate_blocks"]
+__all__ = ["BATCH_SECONDS", "DURATION", "LAST_SUCCESS", "METRICS_ENV", "PARTITIONS", "RECORDS", "RETRIES",
+           "STATUS", "ExporterConfig", "MetricsExporter", "Sample", "build_exporters", "count_samples",
+           "env_blocks", "histogram_sample", "merged_blocks", "outcome_samples", "plugin_metric",
+           "validate_blocks"]

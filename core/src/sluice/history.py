@@ -81,6 +81,7 @@ class RunRecord:
     filtered: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    retries_by: dict[str, int] = field(default_factory=dict)  # by component: source, destination, ...
     filtered_by: dict[str, int] = field(default_factory=dict)
     dead_lettered_by: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
@@ -103,7 +104,7 @@ class RunRecord:
         return out
 
 
-_JSON = ("filtered_by", "dead_lettered_by", "counters")
+_JSON = ("filtered_by", "dead_lettered_by", "counters", "retries_by")
 _TIMES = ("finished_at", "started_at", "interval_start", "interval_end")
 _RUN_COLUMNS = [f.name for f in fields(RunRecord) if f.name not in ("id", "attempt")]
 _PART_COLUMNS = [f.name for f in fields(PartitionRecord)]
@@ -170,6 +171,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX sluice_runs_job_finished ON sluice_runs (job, finished_at)",
         "CREATE INDEX sluice_runs_finished ON sluice_runs (finished_at)",
         "CREATE INDEX sluice_runs_run_id ON sluice_runs (run_id)",
+    ]),
+    (3, "retries by component", [  # braces doubled: statements go through str.format
+        "ALTER TABLE sluice_runs ADD COLUMN retries_by TEXT NOT NULL DEFAULT '{{}}'",
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -42,7 +42,7 @@ from .logs import get_logger
 if TYPE_CHECKING:
     from .config import Job
     from .engine import Engine
-    from .metrics import Metrics, RunSummary
+    from .metrics import Histogram, Metrics, RunSummary
     from .stages import StagedRun
 
 _sessions: dict[tuple[str, str], Session] = {}  # sessions `sluice run` opened, by (job, run id)
@@ -98,9 +98,13 @@ class Session:
             self.engines.append((engine.metrics, stage in ("", "extract"), stage in ("", "load")))
 
     def counts(self) -> dict[str, Any]:
-        """The run's counts now (``Metrics.snapshot()`` keys), over every engine attached."""
+        """The run's counts now (``Metrics.snapshot()`` keys, and ``batch_seconds``), over every
+        engine attached: the time per batch of the source from the engines that read the run's
+        records, of the sink from those that write them, of the transforms from all."""
         total: dict[str, Any] = {"read": 0, "written": 0, "created": 0, "retries": 0}
-        tallies: dict[str, Counter[str]] = {"filtered": Counter(), "dead_lettered": Counter(), "counters": Counter()}
+        tallies: dict[str, Counter[str]] = {"filtered": Counter(), "dead_lettered": Counter(), "counters": Counter(),
+                                            "retries_by": Counter()}
+        timings: dict[str, Histogram] = {}
         with _lock:
             engines = list(self.engines)
         for metrics, reads, writes in engines:
@@ -111,7 +115,10 @@ class Session:
             total["retries"] += m["retries"]
             for key, tally in tallies.items():
                 tally.update(m[key])
-        return {**total, **{key: dict(tally) for key, tally in tallies.items()}}
+            for stage, histogram in metrics.batch_seconds().items():
+                if (stage != "source" or reads) and (stage != "sink" or writes):
+                    timings[stage] = timings[stage].merged(histogram) if stage in timings else histogram
+        return {**total, **{key: dict(tally) for key, tally in tallies.items()}, "batch_seconds": timings}
 
     def samples(self) -> list[Sample]:
         """The run's samples now (records, retries, plugin counters, time so far)."""
@@ -211,11 +218,13 @@ class Watch:
         """A plain run: record it and export its numbers. A step: only when it failed (the run did)."""
         engine, log = self.engine, get_logger().bind(job=self.engine.job.name, run_id=self.engine.job.run_id)
         try:
+            summary.take_details(engine.metrics)
             if engine.role == "run":
                 _record(log, *_plain_record(engine, summary), "attempt")
                 session = self.session or Session(engine.job)
                 partitions = (summary.partitions, summary.partitions_done, len(summary.failures))
-                session.export([*count_samples(engine.job.name, summary.to_dict(), summary.duration_s),
+                counts = {**summary.to_dict(), "batch_seconds": summary.batch_seconds}
+                session.export([*count_samples(engine.job.name, counts, summary.duration_s),
                                 *outcome_samples(engine.job.name, summary.status, finished_at=time.time(),
                                                  partitions=partitions)])
                 session.close()
@@ -266,10 +275,13 @@ def _finalized(staged: StagedRun, summary: RunSummary, plan: dict[str, Any],
         session = _held(job)
         duration = time.monotonic() - session.started if session else summary.duration_s
         counts = summary.to_dict()
-        if session is not None:  # the steps' plugin counters, which their manifests do not carry
-            counts["counters"] = session.counts()["counters"]
+        if session is not None:  # what the steps' manifests do not carry: plugin counters, retries by
+            live = session.counts()  # component, the time per batch
+            counts.update(counters=live["counters"], retries_by=live["retries_by"],
+                          batch_seconds=live["batch_seconds"])
         run = _run_record(job, summary, "staged", duration)
         run.started_at, run.counters = session.started_at if session else None, counts["counters"]
+        run.retries_by = counts["retries_by"]
         _record(log, run, _staged_partitions(plan, manifests), "finalize")
         total = len(plan["partitions"])
         exporting = session or Session(job)
@@ -303,7 +315,8 @@ def _run_record(job: Job, summary: RunSummary, kind: str, duration_s: float) -> 
         interval_start=job.interval.start, interval_end=job.interval.end,
         started_at=now - timedelta(seconds=duration_s), duration_s=round(duration_s, 3),
         read=summary.read, written=summary.written, created=summary.created, filtered=summary.filtered_total,
-        dead_lettered=summary.dead_lettered_total, retries=summary.retries, filtered_by=dict(summary.filtered),
+        dead_lettered=summary.dead_lettered_total, retries=summary.retries, retries_by=dict(summary.retries_by),
+        filtered_by=dict(summary.filtered),
         dead_lettered_by=dict(summary.dead_lettered), counters=dict(summary.counters),
         error_rate=round(summary.error_rate, 6), error_rate_threshold=summary.error_rate_threshold,
         partitions=summary.partitions, partitions_done=summary.partitions_done, host=socket.gethostname(),
@@ -314,19 +327,29 @@ def _run_record(job: Job, summary: RunSummary, kind: str, duration_s: float) -> 
 
 def _plain_record(engine: Engine, summary: RunSummary) -> tuple[history.RunRecord, list[history.PartitionRecord]]:
     """A plain run and its partitions: each planned one done, failed or not finished (with its
-    checkpoint and error). Counts per partition are kept by staged runs, where each is a step."""
+    checkpoint and error), with what this run counted in it and the time it took. A partition
+    done by an earlier attempt (``--resume``) has no counts; the records a run-wide transform
+    made at the end (``_run``) were read by no partition."""
+    from .engine import RUN_PARTITION
+
     run = _run_record(engine.job, summary, "run", summary.duration_s)
     run.resumed = engine.resume
     failures = {f.partition: f for f in summary.failures}
     partitions = []
     for key in dict.fromkeys([*engine.written_keys(), *failures]):
-        failure = failures.get(key)
+        failure, stats = failures.get(key), summary.partition_stats.get(key)
+        counts: dict[str, Any] = {}
+        if stats is not None:
+            duration = stats.duration_s
+            counts = {"read": None if key == RUN_PARTITION else stats.read, "written": stats.written,
+                      "filtered": stats.filtered, "dead_lettered": stats.dead,
+                      "duration_s": round(duration, 3) if duration is not None else None}
         if failure is None:
-            partitions.append(history.PartitionRecord(key, "done"))
+            partitions.append(history.PartitionRecord(key, "done", **counts))
         else:
             status = "not finished" if failure.error.startswith("not finished") else "failed"
             partitions.append(history.PartitionRecord(key, status, checkpoint=failure.checkpoint,
-                                                      error=secrets.mask(failure.error)))
+                                                      error=secrets.mask(failure.error), **counts))
     return run, partitions
 
 
@@ -337,7 +360,7 @@ def _step_record(engine: Engine, summary: RunSummary) -> tuple[history.RunRecord
     run = _run_record(engine.job, summary, "staged", summary.duration_s)
     for name in ("read", "written", "created", "filtered", "dead_lettered", "retries"):
         setattr(run, name, 0)
-    run.filtered_by, run.dead_lettered_by, run.counters, run.error_rate = {}, {}, {}, 0.0
+    run.filtered_by, run.dead_lettered_by, run.counters, run.retries_by, run.error_rate = {}, {}, {}, {}, 0.0
     run.finalized, run.started_at, run.duration_s = False, None, None
     run.error = secrets.mask(f"{stage}: {summary.error}")
     partitions = [history.PartitionRecord(f.partition, "failed", checkpoint=f.checkpoint,

@@ -5,6 +5,10 @@ A batch takes a run-wide slot before it is read and gives it back once it is wri
 (``Slot.release`` is idempotent), so at most ``max_in_flight_batches`` batches exist at once. The
 ``Ledger`` is the one record of the partition's positions: the next batch number, the last batch
 handed to the sinks, which sinks still buffer it, and the last checkpoint saved.
+
+Each thread also keeps the partition's books, once per batch: the time the batch took in its stage
+(``Metrics.time_batch``), the partition's counts (``PartitionStats``), and which component it is
+calling (``acting``), so the retries counted meanwhile land on that component.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chain import step_label
 from .errors import PermanentError, blame, bug_report, describe_error, is_bug
+from .metrics import PartitionStats, acting
 from .records import Batch, DeadLetter, Partition
 
 if TYPE_CHECKING:
@@ -106,6 +112,7 @@ class PartitionRun:
     failed_at: float = float("inf")
     failed: threading.Event = field(default_factory=threading.Event)
     discard: threading.Event = field(default_factory=threading.Event)  # drop queued batches (downstream failed)
+    stats: PartitionStats | None = None  # its counts in the run's metrics, once it started (Pipeline.books)
 
     @property
     def key(self) -> str:
@@ -132,9 +139,17 @@ class Pipeline:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
 
+    def books(self, pr: PartitionRun) -> PartitionStats:
+        """The partition's counts in the run's metrics, its clock started on first use."""
+        if pr.stats is None:
+            pr.stats = self.e.metrics.partition(pr.key)
+            pr.stats.start()
+        return pr.stats
+
     def run(self, pr: PartitionRun) -> None:
         """Read, transform and write one partition, overlapping the three in threads."""
         e = self.e
+        self.books(pr)
         to_transform: queue.SimpleQueue[Any] = queue.SimpleQueue()
         to_write: queue.SimpleQueue[Any] = queue.SimpleQueue()
         threads = [threading.Thread(target=self._transform_loop, args=(pr, to_transform, to_write),
@@ -144,7 +159,8 @@ class Pipeline:
         for t in threads:
             t.start()
         try:
-            self._read_loop(pr, to_transform)
+            with acting("source"):
+                self._read_loop(pr, to_transform)
         finally:
             to_transform.put(_END)
             for t in threads:
@@ -161,7 +177,7 @@ class Pipeline:
         return lambda: self.e.stop.is_set() or pr.failed.is_set()
 
     def _read_loop(self, pr: PartitionRun, out: queue.SimpleQueue[Any]) -> None:
-        e = self.e
+        e, stats, clock = self.e, self.books(pr), time.perf_counter
         batches: Any = None
         give_up = self._give_up(pr)
         try:
@@ -171,6 +187,7 @@ class Pipeline:
                 slot = e.slots.take(give_up)
                 if slot is None:
                     break
+                started = clock()
                 try:
                     batch = next(iterator)
                 except StopIteration:
@@ -180,10 +197,13 @@ class Pipeline:
                 except BaseException:
                     slot.release()
                     raise
+                e.metrics.time_batch("source", clock() - started)
                 batch.partition, batch.seq = pr.key, pr.ledger.number()
                 for dl in batch.dead_letters:
                     dl.stage, dl.plugin = "source", e.job.source.type
-                e.metrics.add("read", len(batch.records) + len(batch.dead_letters))
+                n = len(batch.records) + len(batch.dead_letters)
+                stats.read += n
+                e.metrics.add("read", n)
                 out.put((batch, slot))
         except Exception as exc:
             pr.fail("source", exc, e.label("source"))
@@ -196,7 +216,11 @@ class Pipeline:
                     e.log.warning("closing the source reader failed", partition=pr.key, error=describe_error(exc))
 
     def _transform_loop(self, pr: PartitionRun, inbox: queue.SimpleQueue[Any], out: queue.SimpleQueue[Any]) -> None:
-        e = self.e
+        with acting("transform"):
+            self._transform_batches(pr, inbox, out)
+
+    def _transform_batches(self, pr: PartitionRun, inbox: queue.SimpleQueue[Any], out: queue.SimpleQueue[Any]) -> None:
+        e, stats, clock = self.e, self.books(pr), time.perf_counter
         last_seq, last_position = pr.ledger.next_seq - 1, pr.ledger.resume_from
         while (item := inbox.get()) is not _END:
             batch, slot = item
@@ -204,15 +228,32 @@ class Pipeline:
                 slot.release()  # the batch is dropped; its checkpoint was never saved
                 continue
             last_seq, last_position = batch.seq, batch.checkpoint
+            if not e.chain:
+                out.put((batch, slot))
+                continue
+            n_in, dead_in = len(batch.records), len(batch.dead_letters)
             try:
-                out.put((e.transform(batch), slot))
+                started = clock()
+                done = e.transform(batch)
+                e.metrics.time_batch("transform", clock() - started)
             except Exception as exc:
                 slot.release()
                 pr.fail(f"transform ({pr.key}, batch {batch.seq})", exc, "transform")
+                continue
+            # what the steps did to the partition, from the batch's sizes (the run's totals per
+            # step come from the chain): records neither kept nor rejected were filtered
+            removed = n_in - len(done.records) - (len(done.dead_letters) - dead_in)
+            if removed > 0:
+                stats.filtered += removed
+            elif removed:
+                stats.created -= removed
+            out.put((done, slot))
         if pr.complete and not pr.failed.is_set() and e.chain:
             try:
                 records, dead, counts = e.chain.flush(pr.key)
                 e.count(counts)
+                stats.filtered += sum(counts.filtered.values())
+                stats.created += counts.created
                 if records or dead:
                     slot = e.slots.take(self._give_up(pr))
                     if slot is not None:
@@ -223,12 +264,22 @@ class Pipeline:
 
     def write_loop(self, pr: PartitionRun, inbox: queue.SimpleQueue[Any]) -> None:
         """Write what arrives, then make the partition durable and save where it stands."""
-        e = self.e
+        stats = self.books(pr)
+        try:
+            with acting("destination"):
+                self._write_batches(pr, inbox, stats)
+        finally:
+            stats.end()  # the writer is the last of a partition's threads to finish
+
+    def _write_batches(self, pr: PartitionRun, inbox: queue.SimpleQueue[Any], stats: PartitionStats) -> None:
+        e, clock = self.e, time.perf_counter
         while (item := inbox.get()) is not _END:
             batch, slot = item
             try:
                 if not pr.discard.is_set():
-                    self._write(pr, batch)
+                    started = clock()
+                    self._write(pr, batch, stats)
+                    e.metrics.time_batch("sink", clock() - started)
             except Exception as exc:
                 pr.fail(f"sink ({pr.key}, batch {batch.seq})", exc, e.label("sink"))
             finally:
@@ -237,14 +288,15 @@ class Pipeline:
             return  # open files may hold part of the failed batch: close() discards them
         try:
             e.retry(lambda: e.sink.finish_partition(pr.key))
-            e.retry(lambda: e.dead_letters.finish_partition(e.dead_letter_key(pr.key)))
+            with acting("dead_letter"):
+                e.retry(lambda: e.dead_letters.finish_partition(e.dead_letter_key(pr.key)))
             if pr.ledger.written is not None or pr.complete:
                 seq, position = pr.ledger.at_end()
                 self._save(pr, seq, position, pr.complete and not pr.failed.is_set())
         except Exception as exc:
             pr.fail(f"sink ({pr.key}, finishing)", exc, e.label("sink"))
 
-    def _write(self, pr: PartitionRun, batch: Batch) -> None:
+    def _write(self, pr: PartitionRun, batch: Batch, stats: PartitionStats) -> None:
         e = self.e
         dead = batch.dead_letters
         buffered: dict[str, bool] = {}
@@ -256,13 +308,16 @@ class Pipeline:
                                      f"{len(batch.records)} records in batch {batch.seq}; refusing to lose any")
             for dl in result.dead_letters:
                 dl.stage, dl.plugin = "sink", e.job.destination.type
+            stats.written += result.written
             e.metrics.add("written", result.written)
             if result.retries:
-                e.metrics.add("retries", result.retries)
+                e.metrics.add("retries", result.retries, component="destination")
             buffered["sink"] = not result.durable
             dead = dead + result.dead_letters
         if dead:
-            buffered["dead_letters"] = not self._write_dead(batch, dead)
+            with acting("dead_letter"):
+                buffered["dead_letters"] = not self._write_dead(batch, dead)
+            stats.dead += len(dead)
         if pr.ledger.wrote(batch.seq, batch.checkpoint, buffered):
             self._save(pr, batch.seq, batch.checkpoint, False)
 
@@ -281,14 +336,16 @@ class Pipeline:
         if result.written != len(dead):
             raise PermanentError(f"the dead-letter sink {e.job.dead_letter.type!r} stored {result.written} "
                                  f"of {len(dead)} dead letters; refusing to lose any")
-        for dl in dead:
-            e.metrics.add_dead(dl.stage if dl.stage != "transform" else step_label(dl.step or 0, dl.plugin), 1)
+        for stage, n in Counter(dl.stage if dl.stage != "transform" else step_label(dl.step or 0, dl.plugin)
+                                for dl in dead).items():
+            e.metrics.add_dead(stage, n)
         return result.durable
 
     def _save(self, pr: PartitionRun, seq: int, position: Any, done: bool) -> None:
         e = self.e
         state = {"seq": seq, "position": position, "done": done, "spec": pr.partition.fingerprint}
-        e.retry(lambda: e.checkpoints.save(e.job.name, e.job.run_id, pr.key, state))
+        with acting("checkpoints"):
+            e.retry(lambda: e.checkpoints.save(e.job.name, e.job.run_id, pr.key, state))
         pr.ledger.saved = (seq, position)
 
 

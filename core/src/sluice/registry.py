@@ -2,7 +2,8 @@
 
 Each entry point is loaded on its own: a broken plugin is recorded and reported (``sluice
 plugins``, unknown-type errors) but never hides the others. Two plugins claiming one type name
-fail at once, naming both.
+fail at once, naming both. The same holds for every kind a plugin contributes: components,
+file formats (``sluice_formats``) and metrics exporters (``sluice_metrics_exporters``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from .errors import PluginError, UnknownTypeError, format_validation_error
 ENTRY_POINT_GROUP = "sluice.plugins"
 DISABLE_ENV = "SLUICE_DISABLE_PLUGINS"
 
-Kind = Literal["source", "sink", "transform", "checkpoint_store"]
+Kind = Literal["source", "sink", "transform", "checkpoint_store", "format", "metrics_exporter"]
 KINDS: dict[Kind, str] = {
     "source": "sluice_sources",
     "sink": "sluice_sinks",
     "transform": "sluice_transforms",
     "checkpoint_store": "sluice_checkpoint_stores",
+    "format": "sluice_formats",
+    "metrics_exporter": "sluice_metrics_exporters",
 }
 HOOKS = sorted(name for name, spec in vars(hookspecs).items() if hasattr(spec, f"{hookspecs.PROJECT}_spec"))
 IMPL_MARK = f"{hookspecs.PROJECT}_impl"  # the attribute @hookimpl sets on a function
@@ -57,20 +60,35 @@ class PluginFailure:
     error: str
 
 
+class Failures(list[PluginFailure]):
+    """Plugin failures, each listed once: a lookup that calls a hook again after the registry
+    recorded its failure (``sluice.formats.format_types``) must not list it twice."""
+
+    def append(self, failure: PluginFailure) -> None:
+        if failure not in self:
+            super().append(failure)
+
+
+def label(kind: Kind) -> str:
+    """A kind in messages: ``sink type``, ``format``, ``metrics exporter``."""
+    return {"format": "format", "metrics_exporter": "metrics exporter"}.get(kind, f"{kind.replace('_', ' ')} type")
+
+
 def disabled_plugins() -> set[str]:
     """Names in ``SLUICE_DISABLE_PLUGINS`` (comma separated): entry-point or distribution names."""
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
 class Registry:
-    """Type names of every kind mapped to component classes, plus what failed to load."""
+    """Type names of every kind mapped to classes (components, formats, metrics exporters), plus
+    what failed to load."""
 
     def __init__(self, pm: pluggy.PluginManager, failures: Iterable[PluginFailure] = (),
                  infos: dict[str, PluginInfo] | None = None) -> None:
         self.pm = pm
-        self.failures = list(failures)
+        self.failures = Failures(failures)
         self.plugins: dict[str, PluginInfo] = infos or {}
-        self.types: dict[Kind, dict[str, type[Component]]] = {k: {} for k in KINDS}
+        self.types: dict[Kind, dict[str, type[Any]]] = {k: {} for k in KINDS}
         self._collect()
 
     # -- construction -------------------------------------------------------------------------
@@ -146,7 +164,7 @@ class Registry:
                         other = owners.get((kind, name))
                         if other is not None and self.types[kind][name] is not klass:
                             raise PluginError(
-                                f"{kind} type {name!r} is provided by two plugins: {other!r} and {plugin!r}; "
+                                f"{label(kind)} {name!r} is provided by two plugins: {other!r} and {plugin!r}; "
                                 f"uninstall one or block it with {DISABLE_ENV}={plugin}"
                             )
                         owners[(kind, name)] = plugin
@@ -164,12 +182,12 @@ class Registry:
         except KeyError:
             pass
         known = sorted(self.types[kind])
-        label = kind.replace("_", " ")
-        msg = f"{where}: unknown {label} type {name!r}." if where else f"unknown {label} type {name!r}."
+        what = label(kind)
+        msg = f"{where}: unknown {what} {name!r}." if where else f"unknown {what} {name!r}."
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         if close:
             msg += f" Did you mean {close[0]!r}?"
-        msg += f" Known {label} types: {', '.join(known) or '(none)'}."
+        msg += f" Known {what}s: {', '.join(known) or '(none)'}."
         if self.failures:
             msg += " Plugins that failed to load: " + "; ".join(f"{f.name} ({f.error})" for f in self.failures) + "."
         else:

@@ -159,6 +159,9 @@ def _details(run: RunRecord, attempts: int) -> Any:
     for stage, n in run.dead_lettered_by.items():
         t.add_row(f"dead-lettered {escape(stage)}", _n(n))
     t.add_row("retries", _n(run.retries))
+    for component, n in sorted(run.retries_by.items()):
+        if n:
+            t.add_row(f"retries {escape(component)}", _n(n))
     for name, n in sorted(run.counters.items()):
         t.add_row(escape(name), _n(n))
     t.add_row("error rate", f"{run.error_rate:.2%} (threshold {run.error_rate_threshold:.2%})")
@@ -206,9 +209,9 @@ def _partition_chart(run: RunRecord, partitions: list[PartitionRecord]) -> list[
     notes: list[Any] = [t]
     if len(partitions) > len(shown):
         notes.append(f"{len(partitions) - len(shown)} faster partitions not shown")
-    if not top and run.kind == "run":
-        notes.append("per-partition counts and durations are recorded for staged runs (sluice run --staged, "
-                     "orchestrators); a plain run keeps each partition's status, checkpoint and error")
+    if not top:
+        notes.append("no partition has counts and a duration to chart (partitions done by an earlier attempt "
+                     "have none)")
     return notes
 
 

@@ -12,11 +12,14 @@
             return 250
 
 Each suite checks the contract the engine relies on: stable, serialisable partitions and exact
-resume for sources; complete, idempotent writes for sinks; accounted-for records for transforms.
+resume for sources; complete, idempotent writes for sinks; accounted-for records for transforms;
+and for file formats (``FormatContract``), what the writer wrote read back exactly, in bounded
+chunks, resumable from any position.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +29,9 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from ..codecs import open_reader
 from ..components import Sink, SinkRun, Source, Transform
+from ..formats import Chunk, Format, get_format
 from ..records import Batch, Partition
 from . import build, make_context
 
@@ -250,3 +255,88 @@ class TransformContract:
         if type(transform).stateless:
             pickle.dumps(type(transform))
             pickle.dumps(transform.config)
+
+
+# -- formats ------------------------------------------------------------------------------------
+def encode(fmt: Format | str | dict[str, Any], records: list[dict[str, Any]]) -> bytes:
+    """One whole file of ``records`` in ``fmt``, as a sink writes it (uncompressed); the writer
+    must take every record."""
+    fmt = get_format(fmt)
+    writer = fmt.writer()
+    data, dead = writer.add(records)
+    assert not dead, f"the writer refused records: {[d.reason for d in dead]}"
+    return data + writer.finish()
+
+
+def _chunks(fmt: Format, body: bytes, position: dict[str, Any] | None, batch_size: int) -> list[Chunk]:
+    stream: Any = io.BytesIO(body)
+    if fmt.text:
+        stream = open_reader(stream, "none")
+    return list(fmt.read(stream, position=position, batch_size=batch_size, where={"file": "f"}))
+
+
+def _sorted_keys(records: list[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str) for r in records]
+
+
+class FormatContract:
+    """What every file format promises the file-based sources and sinks (see ``sluice.formats``).
+
+    Fixtures to provide: ``format_block`` (a ``format:`` value: a name or a block with options) and
+    ``records`` (enough for several chunks of ``batch_size``, and records the format gives back
+    exactly as they were written: a typed CSV needs its ``types``).
+    """
+
+    batch_size = 7  # small, so a file spans several chunks (and Parquet row groups several batches)
+
+    @pytest.fixture
+    def fmt(self, format_block: Any) -> Format:
+        return get_format(format_block)
+
+    def test_declares_type_options_and_docs(self, fmt: Format) -> None:
+        klass = type(fmt)
+        assert isinstance(klass.type, str) and klass.type, "a format needs a non-empty `type`"
+        assert klass.__doc__, "a format class needs a docstring (it documents the format)"
+        assert issubclass(klass.Config, BaseModel) and klass.Config.model_config.get("extra") == "forbid", \
+            "`Config` must be a pydantic model that forbids unknown keys (subclass FormatConfig)"
+        assert klass.extension.startswith(".") and klass.extension in klass.suffixes, \
+            "`extension` starts with a dot and is one of `suffixes` (a folder listing reads what a sink wrote)"
+
+    def test_the_format_travels_to_other_processes(self, fmt: Format) -> None:
+        again = pickle.loads(pickle.dumps(fmt))
+        assert again == fmt and again.spec() == fmt.spec() and get_format(fmt.spec()) == fmt
+
+    def test_what_the_writer_wrote_the_reader_reads_back(self, fmt: Format, records: list[dict[str, Any]]) -> None:
+        body = encode(fmt, records)
+        read = [r for c in _chunks(fmt, body, None, self.batch_size) for r in c.records]
+        assert _sorted_keys(read) == _sorted_keys(records)
+
+    def test_chunks_are_bounded_and_positions_serialisable(self, fmt: Format, records: list[dict[str, Any]]) -> None:
+        chunks = _chunks(fmt, encode(fmt, records), None, self.batch_size)
+        assert len(chunks) > 1, f"give more than {self.batch_size} records, so the file spans several chunks"
+        for chunk in chunks:
+            assert len(chunk.records) + len(chunk.dead_letters) <= self.batch_size
+            assert orjson.loads(orjson.dumps(chunk.position)) == chunk.position, "positions must be JSON"
+
+    def test_resuming_at_any_position_reads_exactly_the_rest(self, fmt: Format, records: list[dict[str, Any]]) -> None:
+        body = encode(fmt, records)
+        done = 0
+        for chunk in _chunks(fmt, body, None, self.batch_size):
+            done += len(chunk.records)
+            rest = [r for c in _chunks(fmt, body, chunk.position, self.batch_size) for r in c.records]
+            assert _sorted_keys(rest) == _sorted_keys(records[done:]), f"resuming at {chunk.position}"
+
+    def test_count_tells_the_records_of_a_file(self, fmt: Format, records: list[dict[str, Any]]) -> None:
+        stream: Any = io.BytesIO(encode(fmt, records))
+        assert fmt.count(open_reader(stream, "none") if fmt.text else stream) == len(records)
+
+    def test_the_writer_counts_what_it_took(self, fmt: Format, records: list[dict[str, Any]]) -> None:
+        writer = fmt.writer()
+        writer.add(records[:5])
+        writer.add(records[5:])
+        writer.finish()
+        assert writer.records == len(records)
+
+    def test_a_file_without_records_reads_as_nothing(self, fmt: Format) -> None:
+        body = fmt.writer().finish()
+        assert [r for c in _chunks(fmt, body, None, self.batch_size) for r in c.records] == []

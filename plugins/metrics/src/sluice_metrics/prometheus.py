@@ -56,18 +56,23 @@ class PrometheusConfig(ExporterConfig):
 
 
 def families(samples: Sequence[Sample]) -> list[Any]:
-    """prometheus-client metric families of ``samples`` (one per name, counters and gauges)."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    """prometheus-client metric families of ``samples`` (one per name: counters, gauges, histograms)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
 
+    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
     grouped: dict[str, list[Sample]] = {}
     for sample in samples:
         grouped.setdefault(sample.name, []).append(sample)
     out = []
     for name, group in grouped.items():
-        kind = CounterMetricFamily if group[0].kind == "counter" else GaugeMetricFamily
-        family = kind(name, group[0].help, labels=[k for k, _ in group[0].labels])
+        family = kinds[group[0].kind](name, group[0].help, labels=[k for k, _ in group[0].labels])
         for sample in group:
-            family.add_metric([v for _, v in sample.labels], sample.value)
+            values = [v for _, v in sample.labels]
+            if sample.kind == "histogram":
+                family.add_metric(values, [(floatToGoString(le), n) for le, n in sample.buckets], sample.value)
+            else:
+                family.add_metric(values, sample.value)
         out.append(family)
     return out
 
