@@ -75,6 +75,7 @@ class MemorySinkConfig(ComponentConfig):
     lose_one: bool = False
     buffer: bool = False
     bug_on_seq: int | None = None  # a programming error in write (iterating the batch itself)
+    fail_prepare: int = 0  # prepare fails (transiently) this many times
 
 
 STORES: dict[str, dict[str, Any]] = {}
@@ -92,6 +93,11 @@ class MemorySink(Sink):
         self.store = STORES.setdefault(self.config.name, {"records": {}, "writes": 0, "failures": 0,
                                                           "committed": False, "aborted": False, "batches": []})
         self.buffered: dict[str, list[dict[str, Any]]] = {}
+
+    def prepare(self, run: SinkRun) -> None:
+        if self.store.get("prepare_failures", 0) < self.config.fail_prepare:
+            self.store["prepare_failures"] = self.store.get("prepare_failures", 0) + 1
+            raise TransientError("sink not ready yet")
 
     def write(self, batch: Batch) -> WriteResult:
         time.sleep(self.config.delay_s)

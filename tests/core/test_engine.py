@@ -291,3 +291,9 @@ def test_garbage_left_by_earlier_work_is_collected_not_frozen_by_a_run() -> None
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_retries_of_a_sinks_run_level_calls_are_counted_for_the_destination() -> None:
+    summary = run_job(job(destination={"type": "memory", "fail_prepare": 2}))
+    assert summary.status == "succeeded", summary.error
+    assert summary.retries_by.get("destination") == 2 and summary.retries_by.get("other", 0) == 0

@@ -23,7 +23,7 @@ from .components import CheckpointStore, Component, Sink, SinkRun, Source
 from .config import Job
 from .context import RunContext
 from .errors import ConfigError, PermanentError, describe_error
-from .metrics import Metrics, PartitionFailure, RunSummary
+from .metrics import Metrics, PartitionFailure, RunSummary, acting
 from .partition import Ledger, PartitionRun, Pipeline, Slots, end_marker
 from .pool import apply_in_worker, start_pool
 from .records import Batch, Partition
@@ -82,8 +82,8 @@ class Engine:
             self._open_all([self.source, *self.chain.steps, self.sink, self.dead_letters], opened)
             if self.role == "run":
                 run = SinkRun(resume=self.resume)
-                self.retry(lambda: self.sink.prepare(run))
-                self.retry(lambda: self.dead_letters.prepare(run))
+                self.retry(lambda: self.sink.prepare(run), "destination")
+                self.retry(lambda: self.dead_letters.prepare(run), "dead_letter")
             if self.job.config.transform.processes and self.chain:
                 self._pool = start_pool(self.job)
             failures = self._run_partitions()
@@ -158,12 +158,12 @@ class Engine:
                 # a run that failed before any partition started changed nothing: nothing to abort
                 if sink is not None and sink in opened:
                     if summary.status == "succeeded":
-                        self.retry(lambda: sink.commit(data_run))
+                        self.retry(lambda: sink.commit(data_run), "destination")
                     elif self.started:
                         sink.abort(data_run)
                 if dead_letters is not None and dead_letters in opened:
                     if finished:
-                        self.retry(lambda: dead_letters.commit(dead_run))
+                        self.retry(lambda: dead_letters.commit(dead_run), "dead_letter")
                     elif self.started:
                         dead_letters.abort(dead_run)
         except Exception as exc:
@@ -278,8 +278,8 @@ class Engine:
         key, seq = pr.key, pr.ledger.next_seq
         self.started = True
         try:  # an earlier attempt's output of this partition, from here on, is replaced
-            self.retry(lambda: self.sink.start_partition(key, seq))
-            self.retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(key), seq))
+            self.retry(lambda: self.sink.start_partition(key, seq), "destination")
+            self.retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(key), seq), "dead_letter")
         except Exception as exc:
             pr.fail(f"sink ({key}, starting)", exc, self.label("sink"))
             self.stop.set()
@@ -304,9 +304,13 @@ class Engine:
         if counts.created:
             self.metrics.add("created", counts.created)
 
-    def retry(self, fn: Any) -> Any:
-        """``fn()``, retried by the one rule (``errors.is_transient``) and the job's policy, counted."""
-        return retry_call(fn, self.job.config.runtime.retry, metrics=self.metrics)
+    def retry(self, fn: Any, component: str | None = None) -> Any:
+        """``fn()``, retried by the one rule (``errors.is_transient``) and the job's policy, counted
+        (for ``component``, else for the one this thread is acting for)."""
+        if component is None:
+            return retry_call(fn, self.job.config.runtime.retry, metrics=self.metrics)
+        with acting(component):
+            return retry_call(fn, self.job.config.runtime.retry, metrics=self.metrics)
 
     def label(self, spec_of: str) -> str:
         """A component as the job file names it: ``destination (type: s3)``."""
@@ -323,8 +327,8 @@ class Engine:
             return []
         pr = PartitionRun(Partition(RUN_PARTITION), Ledger(1, None), complete=True)
         self.flushed = True
-        self.retry(lambda: self.sink.start_partition(RUN_PARTITION, 0))
-        self.retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(RUN_PARTITION), 0))
+        self.retry(lambda: self.sink.start_partition(RUN_PARTITION, 0), "destination")
+        self.retry(lambda: self.dead_letters.start_partition(self.dead_letter_key(RUN_PARTITION), 0), "dead_letter")
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         inbox.put((Batch(records, RUN_PARTITION, 0, None, dead), self.slots.take(lambda: False)))
         inbox.put(end_marker())
