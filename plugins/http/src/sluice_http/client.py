@@ -237,6 +237,14 @@ class HttpClient:
         return b"".join(chunks)
 
 
+def shut_down(pool: Any, client: HttpClient | None) -> None:
+    """Close what a component opened: its worker pool (waiting for requests in flight), then its client."""
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if client is not None:
+        client.close()
+
+
 def _without_params(url: str, names: frozenset[str]) -> str:
     """``url`` without the query parameters ``names`` (an API key a server echoed into a redirect)."""
     if not names:

@@ -19,7 +19,7 @@ from sluice_transforms.expressions import compile_expression
 from sluice_transforms.paths import set_path, split_path
 
 from .cache import ResponseCache
-from .client import HttpClient, Request, Response
+from .client import HttpClient, Request, Response, shut_down
 from .enrich_config import HttpEnrichConfig
 from .errors import HttpPermanent, HttpTransient, text
 from .ratelimit import Cancelled
@@ -66,11 +66,7 @@ class HttpEnrich(Transform):
         self._pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="sluice-http-enrich")
 
     def close(self) -> None:
-        pool, client = getattr(self, "_pool", None), getattr(self, "_client", None)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if client is not None:
-            client.close()
+        shut_down(getattr(self, "_pool", None), getattr(self, "_client", None))
 
     def describe(self) -> str:
         return f"http_enrich {self.config.url}"

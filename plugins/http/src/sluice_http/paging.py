@@ -148,7 +148,7 @@ class Paginator:
             return end
         if c.total is not None:
             total = get_path(page.body, split_path(c.total)) if isinstance(page.body, dict) else MISSING
-            if _count(total) is not None and seen >= _count(total):  # type: ignore[operator]
+            if as_int(total) is not None and seen >= as_int(total):  # type: ignore[operator]
                 return end
         following = Position(pos.number + 1, seen=seen)
         if c.type == "none":
@@ -177,8 +177,8 @@ class Paginator:
         return None if value is MISSING else value
 
 
-def _count(value: Any) -> int | None:
-    """A total from a body: an integer, or None when it is missing or not a number."""
+def as_int(value: Any) -> int | None:
+    """An integer from a body (a total, a status): None when it is missing or not a number."""
     if isinstance(value, bool) or value is MISSING or value is None:
         return None
     try:

@@ -25,9 +25,10 @@ from sluice.records import safe_key
 from sluice.retry import retrying
 from sluice_transforms.paths import MISSING, get_path, split_path
 
-from .client import HttpClient, Request, Response
+from .client import HttpClient, Request, Response, shut_down
 from .config import HttpOptions
 from .errors import HttpPermanent, HttpTransient, excerpt, text
+from .paging import as_int
 from .templates import RequestTemplate
 
 CONTENT_TYPES = {"json_array": "application/json", "ndjson": "application/x-ndjson", "record": "application/json"}
@@ -132,11 +133,7 @@ class HttpSink(Sink):
                         split_path(results.error) if results and results.error else None)
 
     def close(self) -> None:
-        pool, client = getattr(self, "pool", None), getattr(self, "client", None)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if client is not None:
-            client.close()
+        shut_down(getattr(self, "pool", None), getattr(self, "client", None))
 
     def describe(self) -> str:
         return f"http {self.config.method} {self.config.url}"
@@ -258,7 +255,7 @@ class HttpSink(Sink):
         for item in items:
             status = get_path(item, status_path) if isinstance(item, dict) and status_path else MISSING
             error = get_path(item, error_path) if isinstance(item, dict) and error_path else MISSING
-            out.append((_int(status), None if error is MISSING else error))
+            out.append((as_int(status), None if error is MISSING else error))
         return out
 
     def _write_records(self, batch: Batch, prefix: str) -> WriteResult:
@@ -289,13 +286,4 @@ class HttpSink(Sink):
         except HttpTransient as exc:
             raise PermanentError(f"http sink: {label}: {text(exc)} (gave up after {exc.attempts} attempt(s); "
                                  "--resume sends the batch again with the same idempotency keys)") from None
-        return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is MISSING or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
         return None
